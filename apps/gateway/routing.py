@@ -1,0 +1,3 @@
+"""WebSocket URL patterns (the chat consumer arrives with the WebSocket feature)."""
+
+websocket_urlpatterns: list = []

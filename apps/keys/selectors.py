@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from apps.keys.models import ApiKey
+from apps.keys.secrets import hash_secret
+
+
+def key_get_by_secret(*, secret: str) -> ApiKey | None:
+    """The key a presented secret belongs to, active or not (callers decide)."""
+    return ApiKey.objects.select_related("tenant").filter(secret_hash=hash_secret(secret)).first()
+
+
+def key_list(*, tenant_ids: list[int] | None) -> QuerySet[ApiKey]:
+    """Keys of the given tenants; ``None`` means every tenant (superusers)."""
+    qs = ApiKey.objects.select_related("tenant")
+    return qs if tenant_ids is None else qs.filter(tenant_id__in=tenant_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What the request path needs to know about a key, kept in memory."""
+
+    id: int
+    tenant_id: int
+    tenant_name: str
+    name: str
+    prefix: str
+    scopes: frozenset[str]
+    allowed_models: frozenset[str]
+    rpm: int | None
+    tpm: int | None
+    expires_at: float | None
+    revoked: bool
+    tenant_active: bool
+    require_signature: bool
+    signing_secret_encrypted: str
+
+
+def key_info_get(*, secret_hash: str) -> KeyInfo | None:
+    key = ApiKey.objects.select_related("tenant").filter(secret_hash=secret_hash).first()
+    if key is None:
+        return None
+    return KeyInfo(
+        id=key.pk,
+        tenant_id=key.tenant_id,
+        tenant_name=key.tenant.name,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=frozenset(key.scopes or ()),
+        allowed_models=frozenset(key.allowed_models or ()),
+        rpm=key.rpm,
+        tpm=key.tpm,
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        revoked=key.revoked_at is not None,
+        tenant_active=key.tenant.is_active,
+        require_signature=key.require_signature,
+        signing_secret_encrypted=key.signing_secret_encrypted,
+    )

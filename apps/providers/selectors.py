@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Prefetch, Q, QuerySet
+
+from apps.core.crypto import DecryptionError
+from apps.core.secrets import SecretReferenceError
+from apps.providers.adapters import Target
+from apps.providers.models import Deployment, Model, Provider
+
+logger = logging.getLogger("gateway.providers")
+
+
+def provider_list(*, tenant_ids: list[int] | None) -> QuerySet[Provider]:
+    """A tenant's own providers; ``None`` means all (superusers)."""
+    qs = Provider.objects.select_related("tenant")
+    return qs if tenant_ids is None else qs.filter(tenant_id__in=tenant_ids)
+
+
+def model_list(*, tenant_ids: list[int] | None, include_global: bool = True) -> QuerySet[Model]:
+    """Models a tenant can see: its own and, by default, the platform's."""
+    qs = Model.objects.select_related("tenant").prefetch_related("deployments__provider")
+    if tenant_ids is None:
+        return qs
+    condition = Q(tenant_id__in=tenant_ids)
+    if include_global:
+        condition |= Q(tenant__isnull=True)
+    return qs.filter(condition)
+
+
+def provider_target(
+    *, provider: Provider, upstream_model: str = "", timeout: float = 15.0
+) -> Target:
+    return Target(
+        provider_name=provider.name,
+        kind=provider.kind,
+        base_url=provider.base_url,
+        credential=provider.get_credential(),
+        upstream_model=upstream_model,
+        options=dict(provider.options or {}),
+        timeout=timeout,
+        provider_id=provider.pk,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRoute:
+    target: Target
+    weight: int
+    priority: int
+    credential_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    id: int
+    tenant_id: int | None
+    name: str
+    mode: str
+    description: str
+    created: int
+    context_window: int | None
+    max_output_tokens: int | None
+    input_price_per_million: Decimal
+    output_price_per_million: Decimal
+    fallbacks: tuple[str, ...]
+    timeout_s: float | None
+    retries: int | None
+    deployments: tuple[DeploymentRoute, ...]
+    owned_by: str
+
+
+@dataclass
+class RoutingTable:
+    """Every enabled model with its enabled deployments, as plain immutable values."""
+
+    global_models: dict[str, ModelRoute] = field(default_factory=dict)
+    tenant_models: dict[int, dict[str, ModelRoute]] = field(default_factory=dict)
+
+    def resolve(self, tenant_id: int, name: str) -> ModelRoute | None:
+        own = self.tenant_models.get(tenant_id)
+        if own is not None and name in own:
+            return own[name]
+        return self.global_models.get(name)
+
+    def visible(self, tenant_id: int) -> list[ModelRoute]:
+        merged = {**self.global_models, **self.tenant_models.get(tenant_id, {})}
+        return [merged[name] for name in sorted(merged)]
+
+
+def routing_table_load(*, default_timeout: float) -> RoutingTable:
+    table = RoutingTable()
+    deployments = Deployment.objects.filter(enabled=True, provider__enabled=True).select_related(
+        "provider"
+    )
+    models = (
+        Model.objects.filter(enabled=True)
+        .select_related("tenant")
+        .prefetch_related(Prefetch("deployments", queryset=deployments, to_attr="live_deployments"))
+    )
+    credentials: dict[int, tuple[str, str]] = {}
+    for model in models:
+        routes = []
+        for dep in model.live_deployments:
+            provider = dep.provider
+            if provider.pk not in credentials:
+                try:
+                    credentials[provider.pk] = (provider.get_credential(), "")
+                except (SecretReferenceError, DecryptionError) as exc:
+                    logger.warning(
+                        "provider credential unavailable",
+                        extra={"provider": provider.name, "error": str(exc)},
+                    )
+                    credentials[provider.pk] = ("", str(exc))
+            credential, error = credentials[provider.pk]
+            timeout = float(dep.options.get("timeout_s") or model.timeout_s or default_timeout)
+            routes.append(
+                DeploymentRoute(
+                    target=Target(
+                        provider_name=provider.name,
+                        kind=provider.kind,
+                        base_url=provider.base_url,
+                        credential=credential,
+                        upstream_model=dep.upstream_model,
+                        options={**(provider.options or {}), **(dep.options or {})},
+                        timeout=timeout,
+                        deployment_id=dep.pk,
+                        provider_id=provider.pk,
+                    ),
+                    weight=dep.weight,
+                    priority=dep.priority,
+                    credential_error=error,
+                )
+            )
+        route = ModelRoute(
+            id=model.pk,
+            tenant_id=model.tenant_id,
+            name=model.name,
+            mode=model.mode,
+            description=model.description,
+            created=int(model.created_at.timestamp()),
+            context_window=model.context_window,
+            max_output_tokens=model.max_output_tokens,
+            input_price_per_million=model.input_price_per_million,
+            output_price_per_million=model.output_price_per_million,
+            fallbacks=tuple(model.fallbacks or ()),
+            timeout_s=model.timeout_s,
+            retries=model.retries,
+            deployments=tuple(routes),
+            owned_by=model.tenant.name if model.tenant_id else "gateway",
+        )
+        if model.tenant_id is None:
+            table.global_models[model.name] = route
+        else:
+            table.tenant_models.setdefault(model.tenant_id, {})[model.name] = route
+    return table

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.errors import GatewayError, InvalidRequest
+from apps.providers.adapters import registry
+from apps.providers.http import close_clients
+from apps.providers.models import Deployment, Model, Provider
+from apps.providers.selectors import provider_target
+from apps.tenants.models import Tenant
+
+PROVIDER_FIELDS = {"name", "kind", "base_url", "options", "enabled"}
+MODEL_FIELDS = {
+    "name",
+    "description",
+    "mode",
+    "context_window",
+    "max_output_tokens",
+    "input_price_per_million",
+    "output_price_per_million",
+    "fallbacks",
+    "timeout_s",
+    "retries",
+    "enabled",
+}
+DEPLOYMENT_FIELDS = {"upstream_model", "weight", "priority", "enabled", "options"}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in registry.kinds():
+        raise InvalidRequest(
+            f"unknown provider kind {kind!r}; known: {', '.join(registry.kinds())}", param="kind"
+        )
+
+
+@transaction.atomic
+def provider_create(
+    *,
+    name: str,
+    kind: str,
+    tenant: Tenant | None = None,
+    base_url: str = "",
+    credential: str = "",
+    options: dict[str, Any] | None = None,
+    enabled: bool = True,
+) -> Provider:
+    """Create a provider; ``credential`` may be a literal (stored encrypted) or env:/file: reference."""
+    _check_kind(kind)
+    provider = Provider(
+        tenant=tenant,
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        options=options or {},
+        enabled=enabled,
+    )
+    provider.set_credential(credential)
+    provider.full_clean()
+    provider.save()
+    return provider
+
+
+@transaction.atomic
+def provider_update(
+    *, provider: Provider, credential: str | None = None, **fields: Any
+) -> Provider:
+    """Change a provider. ``credential=None`` keeps the stored one; ``""`` clears it."""
+    unknown = set(fields) - PROVIDER_FIELDS
+    if unknown:
+        raise InvalidRequest(f"cannot change {', '.join(sorted(unknown))}")
+    if "kind" in fields:
+        _check_kind(fields["kind"])
+    for name, value in fields.items():
+        setattr(provider, name, value)
+    if credential is not None:
+        provider.set_credential(credential)
+    provider.full_clean()
+    provider.save()
+    return provider
+
+
+@transaction.atomic
+def provider_delete(*, provider: Provider) -> None:
+    if provider.deployments.exists():
+        raise InvalidRequest(
+            "the provider still serves deployments; remove them first", code="provider_in_use"
+        )
+    provider.delete()
+
+
+def provider_test_connection(*, provider: Provider) -> tuple[bool, str]:
+    """Call the provider's free check endpoint and remember the outcome on the provider."""
+    try:
+        target = provider_target(provider=provider)
+
+        async def check() -> str:
+            try:
+                return await registry.get(provider.kind).check(target)
+            finally:
+                await close_clients()
+
+        message = asyncio.run(check())
+        ok = True
+    except GatewayError as exc:
+        ok, message = False, exc.message
+    except Exception as exc:  # a misconfigured credential reference, a bad URL …
+        ok, message = False, f"{type(exc).__name__}: {exc}"
+    Provider.objects.filter(pk=provider.pk).update(
+        last_check_at=timezone.now(), last_check_ok=ok, last_check_message=message[:500]
+    )
+    return ok, message
+
+
+@transaction.atomic
+def model_create(
+    *,
+    name: str,
+    tenant: Tenant | None = None,
+    input_price_per_million: Decimal | float | str = 0,
+    output_price_per_million: Decimal | float | str = 0,
+    **fields: Any,
+) -> Model:
+    unknown = set(fields) - MODEL_FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown model field(s) {', '.join(sorted(unknown))}")
+    model = Model(
+        tenant=tenant,
+        name=name,
+        input_price_per_million=Decimal(str(input_price_per_million)),
+        output_price_per_million=Decimal(str(output_price_per_million)),
+        **fields,
+    )
+    model.full_clean()
+    model.save()
+    return model
+
+
+@transaction.atomic
+def model_update(*, model: Model, **fields: Any) -> Model:
+    unknown = set(fields) - MODEL_FIELDS
+    if unknown:
+        raise InvalidRequest(f"cannot change {', '.join(sorted(unknown))}")
+    for name, value in fields.items():
+        if name.endswith("_per_million"):
+            value = Decimal(str(value))
+        setattr(model, name, value)
+    model.full_clean()
+    model.save()
+    return model
+
+
+@transaction.atomic
+def model_delete(*, model: Model) -> None:
+    model.delete()
+
+
+@transaction.atomic
+def deployment_create(
+    *, model: Model, provider: Provider, upstream_model: str, **fields: Any
+) -> Deployment:
+    unknown = set(fields) - DEPLOYMENT_FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown deployment field(s) {', '.join(sorted(unknown))}")
+    if provider.tenant_id is not None and provider.tenant_id != model.tenant_id:
+        raise InvalidRequest(
+            "a tenant's provider can only serve that tenant's models", param="provider"
+        )
+    deployment = Deployment(model=model, provider=provider, upstream_model=upstream_model, **fields)
+    deployment.full_clean()
+    deployment.save()
+    return deployment
+
+
+@transaction.atomic
+def deployment_update(*, deployment: Deployment, **fields: Any) -> Deployment:
+    unknown = set(fields) - DEPLOYMENT_FIELDS
+    if unknown:
+        raise InvalidRequest(f"cannot change {', '.join(sorted(unknown))}")
+    for name, value in fields.items():
+        setattr(deployment, name, value)
+    deployment.full_clean()
+    deployment.save()
+    return deployment
+
+
+@transaction.atomic
+def deployment_delete(*, deployment: Deployment) -> None:
+    deployment.delete()
