@@ -175,15 +175,14 @@ def validate_embeddings(body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest(
             "You must provide 'input'.", param="input", code="missing_required_parameter"
         )
-    ok = (
-        isinstance(value, str)
-        or (isinstance(value, list)
+    ok = isinstance(value, str) or (
+        isinstance(value, list)
         and value
         and (
             all(isinstance(v, str) for v in value)
             or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
             or all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value)
-        ))
+        )
     )
     if not ok:
         raise _fail("input", "a string, an array of strings, or token arrays", value)

@@ -19,7 +19,38 @@ from typing import Any
 from apps.providers.adapters.base import ProviderAdapter, Target, register
 from apps.providers.tokens import estimate_prompt_tokens, message_text, split_tokens
 
-_WORDS = ["the", "gateway", "routes", "every", "request", "to", "a", "healthy", "deployment", "and", "records", "its", "exact", "cost", "while", "streaming", "tokens", "back", "as", "they", "arrive", "so", "that", "applications", "stay", "fast", "predictable", "and", "within", "budget"]
+_WORDS = [
+    "the",
+    "gateway",
+    "routes",
+    "every",
+    "request",
+    "to",
+    "a",
+    "healthy",
+    "deployment",
+    "and",
+    "records",
+    "its",
+    "exact",
+    "cost",
+    "while",
+    "streaming",
+    "tokens",
+    "back",
+    "as",
+    "they",
+    "arrive",
+    "so",
+    "that",
+    "applications",
+    "stay",
+    "fast",
+    "predictable",
+    "and",
+    "within",
+    "budget",
+]
 
 
 def mock_reply(messages: list[dict[str, Any]], model: str) -> str:

@@ -1,0 +1,244 @@
+"""A fake OpenAI-compatible upstream speaking the real wire format, in a background thread.
+
+Behaviour is scripted per model name, so one server serves many tests:
+- ``slow-*``: streams ``chunks`` words with ``delay`` seconds between them;
+- ``status-NNN``: answers with that HTTP status and an OpenAI error body;
+- ``hang``: never answers (for deadlines);
+- ``drop``: streams two chunks, then drops the connection;
+- anything else: answers at once, echoing the last user message.
+It records every request and notices disconnects, so tests can see what reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeOpenAI:
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+    disconnects: int = 0
+    completed_streams: int = 0
+    stream_delay: float = 0.05
+    stream_chunks: int = 20
+    api_key: str = "sk-fake-upstream"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # --- server plumbing -------------------------------------------------
+    def start(self) -> FakeOpenAI:
+        sock = socket.socket()
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake OpenAI server did not start")
+        return self
+
+    def _run(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, self.host, self.port)
+        self._loop.run_until_complete(site.start())
+        ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.disconnects = 0
+        self.completed_streams = 0
+
+    def wait_for(self, predicate, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    # --- OpenAI wire format ------------------------------------------------
+    def _auth_error(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._error(
+                401,
+                "Incorrect API key provided: sk-***.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        return None
+
+    @staticmethod
+    def _error(
+        status: int, message: str, type_: str, code: str | None, headers: dict | None = None
+    ) -> web.Response:
+        body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        body = await request.json()
+        self.requests.append(Recorded(request.path, dict(request.headers), body))
+        return body
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        denied = self._auth_error(request)
+        if denied:
+            return denied
+        body = await self._record(request)
+        model = body.get("model", "")
+        if model.startswith("status-"):
+            status = int(model.split("-")[1])
+            headers = {"Retry-After": "1"} if status == 429 else None
+            return self._error(
+                status,
+                f"simulated {status}",
+                "server_error" if status >= 500 else "invalid_request_error",
+                None,
+                headers,
+            )
+        if model == "hang":
+            await asyncio.sleep(3600)
+        last = next(
+            (m.get("content") for m in reversed(body["messages"]) if m.get("role") == "user"), ""
+        )
+        text = last if isinstance(last, str) else "parts"
+        words = (
+            [f"w{i} " for i in range(self.stream_chunks)]
+            if model.startswith(("slow", "drop"))
+            else text.split(" ")
+        )
+        usage = {
+            "prompt_tokens": 7,
+            "completion_tokens": len(words),
+            "total_tokens": 7 + len(words),
+        }
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": " ".join(words)},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        include_usage = (body.get("stream_options") or {}).get("include_usage")
+
+        def event(choices: list, usage_value: Any = None) -> bytes:
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": choices,
+            }
+            if include_usage:
+                chunk["usage"] = usage_value
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        try:
+            await response.write(
+                event(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+            )
+            for i, word in enumerate(words):
+                if model.startswith("slow") or model.startswith("drop"):
+                    await asyncio.sleep(self.stream_delay)
+                if model.startswith("drop") and i == 2:
+                    request.transport.close()
+                    return response
+                await response.write(
+                    event([{"index": 0, "delta": {"content": word}, "finish_reason": None}])
+                )
+            await response.write(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+            if include_usage:
+                await response.write(event([], usage))
+            await response.write(b"data: [DONE]\n\n")
+            self.completed_streams += 1
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        return response
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        denied = self._auth_error(request)
+        if denied:
+            return denied
+        body = await self._record(request)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i, _ in enumerate(inputs)
+                ],
+                "model": body["model"],
+                "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+            }
+        )
+
+    async def models(self, request: web.Request) -> web.Response:
+        denied = self._auth_error(request)
+        if denied:
+            return denied
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "fake"}
+                ],
+            }
+        )
