@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
@@ -43,9 +44,13 @@ async def close_clients() -> None:
 
 def transport_error(exc: Exception, provider: str) -> ProviderError:
     """Map an httpx transport failure to what the client should see."""
-    if isinstance(exc, httpx.TimeoutException):
+    # httpx-aiohttp maps a refused connection to ConnectTimeout; the cause tells the truth.
+    refused = isinstance(exc.__cause__, aiohttp.ClientConnectorError) and not isinstance(
+        exc.__cause__, aiohttp.ServerTimeoutError
+    )
+    if isinstance(exc, httpx.TimeoutException) and not refused:
         return upstream_timeout(f"provider {provider} timed out")
-    if isinstance(exc, httpx.ConnectError):
+    if refused or isinstance(exc, httpx.ConnectError):
         return upstream_unavailable(f"cannot connect to provider {provider}")
     return ProviderError(
         f"connection to provider {provider} failed: {type(exc).__name__}",

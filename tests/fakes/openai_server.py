@@ -64,7 +64,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, self.host, self.port)
         self._loop.run_until_complete(site.start())
@@ -75,7 +75,10 @@ class FakeOpenAI:
         async def shutdown() -> None:
             await self._runner.cleanup()
 
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        except TimeoutError:
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
