@@ -220,6 +220,23 @@ GATEWAY_UPSTREAM_MAX_CONNECTIONS = env.int("GATEWAY_UPSTREAM_MAX_CONNECTIONS", d
 # How stale a process's view of keys and routing may get before it asks the database.
 GATEWAY_CONFIG_POLL_SECONDS = env.float("GATEWAY_CONFIG_POLL_SECONDS", default=1.0)
 GATEWAY_LOG_LEVEL = env.str("GATEWAY_LOG_LEVEL", default="INFO")
+# Usage records: buffered in process, written in bulk (see apps/billing/recorder.py).
+GATEWAY_USAGE_FLUSH_SECONDS = env.float("GATEWAY_USAGE_FLUSH_SECONDS", default=0.5)
+GATEWAY_USAGE_BATCH = env.int("GATEWAY_USAGE_BATCH", default=500)
+GATEWAY_USAGE_MAX_BUFFER = env.int("GATEWAY_USAGE_MAX_BUFFER", default=100_000)
+# Output tokens a request may produce when it sets no max_tokens and its model no limit
+# (what a budget reservation assumes).
+GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS = env.int("GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
+
+# WebSocket chat (/ws/v1/chat/) and the live-traffic feed; docs/websocket.md explains each.
+GATEWAY_WS_AUTH_TIMEOUT = env.float("GATEWAY_WS_AUTH_TIMEOUT", default=10.0)
+GATEWAY_WS_IDLE_TIMEOUT = env.float("GATEWAY_WS_IDLE_TIMEOUT", default=300.0)
+# How long one frame may wait for a client that stopped reading before the socket is dropped.
+GATEWAY_WS_SEND_TIMEOUT = env.float("GATEWAY_WS_SEND_TIMEOUT", default=30.0)
+GATEWAY_WS_MAX_FRAME_BYTES = env.int("GATEWAY_WS_MAX_FRAME_BYTES", default=1024 * 1024)
+GATEWAY_WS_MAX_STREAMS = env.int("GATEWAY_WS_MAX_STREAMS", default=16)
+GATEWAY_LIVE_FLUSH_SECONDS = env.float("GATEWAY_LIVE_FLUSH_SECONDS", default=0.2)
+GATEWAY_LIVE_BUFFER = env.int("GATEWAY_LIVE_BUFFER", default=5000)
 
 LOGGING = {
     "version": 1,

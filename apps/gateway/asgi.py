@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from apps.billing.recorder import recorder
 from apps.gateway.http import GatewayASGI
 from apps.gateway.views import router
 from apps.providers.adapters import registry
@@ -20,6 +21,9 @@ async def lifespan(scope: dict, receive: Callable, send: Callable) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            # In-flight requests have finished (the server drains them first): write
+            # every buffered usage record before the process goes.
+            await recorder.close()
             await close_clients()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -40,12 +40,16 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
 
 
+After = Callable[[], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class Response:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    after: After | None = None  # runs once the response is sent (accounting)
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ class StreamingResponse:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "text/event-stream; charset=utf-8"
+    after: After | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
@@ -65,13 +70,17 @@ def json_response(
     return Response(status=status, body=orjson.dumps(payload), headers=headers or {})
 
 
-def error_response(exc: GatewayError, request_id: str | None = None) -> Response:
+def error_response(
+    exc: GatewayError, request_id: str | None = None, *, after: After | None = None
+) -> Response:
     headers = dict(exc.headers)
     if exc.status == 401:
         headers.setdefault("www-authenticate", 'Bearer realm="gateway"')
     if request_id:
         headers["x-request-id"] = request_id
-    return json_response(exc.to_dict(), exc.status, headers)
+    response = json_response(exc.to_dict(), exc.status, headers)
+    response.after = after
+    return response
 
 
 def request_id_from(headers: dict[str, str]) -> str:
@@ -223,7 +232,12 @@ class GatewayASGI:
                 request.request_id,
             )
         response.headers.setdefault("x-request-id", request.request_id)
-        await self._send(send, response)
+        try:
+            await self._send(send, response)
+        finally:
+            if response.after is not None:
+                # Shielded: a client that leaves must not cut accounting short.
+                await asyncio.shield(response.after())
 
     async def _send(self, send: Callable, response: Response | StreamingResponse) -> None:
         await send(

@@ -12,6 +12,7 @@ import base64
 import random
 import struct
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +20,15 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.billing.limits import Admission, admitter, counters_for
+from apps.billing.pricing import (
+    PriceInfo,
+    Usage,
+    cost_usd,
+    max_cost_usd,
+    price_at,
+    usage_from_openai,
+)
 from apps.core.errors import (
     GatewayError,
     InvalidRequest,
@@ -32,8 +42,7 @@ from apps.gateway.state import state
 from apps.keys.selectors import KeyInfo
 from apps.providers.adapters import registry
 from apps.providers.selectors import DeploymentRoute, ModelRoute
-
-MILLION = Decimal(1_000_000)
+from apps.providers.tokens import estimate_prompt_tokens, estimate_tokens
 
 
 @dataclass(slots=True)
@@ -42,27 +51,83 @@ class CallContext:
 
     request_id: str
     key: KeyInfo
+    endpoint: str = "chat"
+    requested_model: str = ""
     started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
+    record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     stream: bool = False
     route: ModelRoute | None = None
     deployment: DeploymentRoute | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     first_token_at: float | None = None
+    price: PriceInfo | None = None
+    admission: Admission | None = None
+    prompt_estimate: int = 0
+    streamed_chunks: int = 0
+
+    def final_usage(self) -> Usage:
+        """The provider's usage; an estimate (marked) when a started stream ended without one."""
+        if self.usage:
+            return usage_from_openai(self.usage)
+        if self.streamed_chunks:
+            return Usage(
+                prompt_tokens=self.prompt_estimate,
+                completion_tokens=self.streamed_chunks,
+                estimated=True,
+            )
+        return Usage()
 
     @property
     def cost(self) -> Decimal | None:
-        if self.route is None or self.usage is None:
+        if self.route is None or (self.usage is None and not self.streamed_chunks):
             return None
-        return cost_usd(self.route, self.usage)
+        price = self.price or price_at(self.route.prices, self.started_at)
+        return cost_usd(price, self.final_usage())
+
+    @property
+    def rate_headers(self) -> dict[str, str]:
+        return self.admission.headers if self.admission is not None else {}
 
 
-def cost_usd(route: ModelRoute, usage: dict[str, Any]) -> Decimal:
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    return (
-        prompt * route.input_price_per_million + completion * route.output_price_per_million
-    ) / MILLION
+def _input_tokens(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        return estimate_prompt_tokens(body["messages"])
+    value = body.get("input")
+    items = value if isinstance(value, list) else [value]
+    return sum(
+        len(i) if isinstance(i, list) else 1 if isinstance(i, int) else estimate_tokens(str(i))
+        for i in items
+    )
+
+
+async def admit(ctx: CallContext, body: dict[str, Any], route: ModelRoute) -> None:
+    """Rate limits and the budget reservation, before any upstream call."""
+    ctx.price = price_at(route.prices, ctx.started_at)
+    ctx.prompt_estimate = _input_tokens(body)
+    if ctx.key.limits_bypass:
+        return
+    if ctx.endpoint == "embeddings":
+        max_output = 0
+    else:
+        max_output = (
+            body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or route.max_output_tokens
+            or settings.GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS
+        ) * int(body.get("n") or 1)
+    # Prompt estimates run a little low for some tokenizers: reserve with a margin.
+    prompt = int(ctx.prompt_estimate * 1.2) + 16
+    reserve = max_cost_usd(ctx.price, prompt_tokens=prompt, max_output_tokens=max_output)
+    limits = state.limits
+    model_limits = limits.model_limits.get((ctx.key.tenant_id, route.name))
+    ctx.admission = await admitter.admit(
+        member=ctx.record_id,
+        counters=counters_for(ctx.key, route.name, model_limits),
+        budgets=limits.budgets_for(ctx.key.tenant_id, ctx.key.id),
+        reserve_usd=reserve,
+    )
 
 
 async def resolve_model(key: KeyInfo, name: str, *, mode: str) -> ModelRoute:
@@ -159,6 +224,7 @@ def _attempt(dep: DeploymentRoute, outcome: str, started: float) -> dict[str, An
 
 async def chat(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="chat")
+    await admit(ctx, body, route)
 
     async def call(dep: DeploymentRoute) -> dict[str, Any]:
         return await registry.get(dep.target.kind).chat(dep.target, body)
@@ -190,6 +256,7 @@ async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
     an upstream failure ends the stream with an error event.
     """
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="chat")
+    await admit(ctx, body, route)
 
     async def call(dep: DeploymentRoute) -> OpenStream:
         stream = registry.get(dep.target.kind).stream_chat(dep.target, body)
@@ -213,6 +280,7 @@ async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
 
 async def embeddings(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="embedding")
+    await admit(ctx, body, route)
     want_base64 = body.get("encoding_format") == "base64"
 
     async def call(dep: DeploymentRoute) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from apps.billing.selectors import LimitsTable, limits_table_load
 from apps.core.selectors import config_token
 from apps.core.services import ROUTING
 from apps.keys.selectors import KeyInfo, key_info_get
@@ -26,6 +27,7 @@ _UNSET = object()
 class GatewayState:
     def __init__(self) -> None:
         self.table: RoutingTable | None = None
+        self.limits = LimitsTable()
         self.token: object = _UNSET
         self.checked_at = 0.0
         self.keys: dict[str, KeyInfo | None] = {}
@@ -35,8 +37,9 @@ class GatewayState:
         token = config_token(name=ROUTING)
         if self.table is None or token != self.token:
             table = routing_table_load(default_timeout=settings.GATEWAY_UPSTREAM_TIMEOUT)
+            limits = limits_table_load()
             self.keys = {}
-            self.table, self.token = table, token
+            self.table, self.limits, self.token = table, limits, token
 
     def _key_sync(self, secret_hash: str) -> KeyInfo | None:
         close_old_connections()

@@ -1,18 +1,30 @@
-"""Handlers of the OpenAI-compatible API: parse, call the pipeline, render."""
+"""Handlers of the OpenAI-compatible API: parse, call the pipeline, render.
+
+Accounting runs after the response is sent (``after``), for every request that passed
+authentication and validation, whatever its outcome.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
 from apps.core.errors import GatewayError
 from apps.gateway import pipeline
-from apps.gateway.accounting import request_finished
+from apps.gateway.accounting import request_finished, spawn
 from apps.gateway.auth import authenticate
-from apps.gateway.http import Request, Response, Router, StreamingResponse, json_response
+from apps.gateway.http import (
+    Request,
+    Response,
+    Router,
+    StreamingResponse,
+    error_response,
+    json_response,
+)
 from apps.gateway.pipeline import CallContext
 from apps.gateway.validation import parse_json_object, validate_chat, validate_embeddings
 
@@ -20,7 +32,7 @@ router = Router()
 
 
 def served_headers(ctx: CallContext, *, cost: bool = True) -> dict[str, str]:
-    headers = {"x-request-id": ctx.request_id, "x-gateway-cache": "miss"}
+    headers = {"x-request-id": ctx.request_id, "x-gateway-cache": "miss", **ctx.rate_headers}
     if ctx.route is not None:
         headers["x-gateway-model"] = ctx.route.name
     if ctx.deployment is not None:
@@ -31,50 +43,79 @@ def served_headers(ctx: CallContext, *, cost: bool = True) -> dict[str, str]:
     return headers
 
 
-async def _run(ctx: CallContext, endpoint: str, call) -> Response:
-    """Run a non-streaming call and account for it whatever happens."""
+def _finisher(ctx: CallContext, status: int, code: str | None = None):
+    async def after() -> None:
+        await request_finished(ctx, status=status, error_code=code)
+
+    return after
+
+
+def _failed(ctx: CallContext, exc: GatewayError) -> Response:
+    exc.headers.update({**served_headers(ctx, cost=False), **exc.headers})
+    return error_response(exc, ctx.request_id, after=_finisher(ctx, exc.status, exc.code))
+
+
+async def _call(ctx: CallContext, call: Awaitable[Any]) -> Any:
+    """Await a pipeline call; a client leaving mid-call is still accounted for."""
     try:
-        payload = await call
-    except GatewayError as exc:
-        request_finished(ctx, endpoint=endpoint, status=exc.status, error_code=exc.code)
-        exc.headers.update(served_headers(ctx, cost=False))
-        raise
+        return await call
     except asyncio.CancelledError:
-        request_finished(ctx, endpoint=endpoint, status=499, error_code="client_disconnected")
+        spawn(request_finished(ctx, status=499, error_code="client_disconnected"))
         raise
-    request_finished(ctx, endpoint=endpoint, status=200)
-    return json_response(payload, headers=served_headers(ctx))
+
+
+async def _run(ctx: CallContext, call: Awaitable[dict[str, Any]]) -> Response:
+    try:
+        payload = await _call(ctx, call)
+    except GatewayError as exc:
+        return _failed(ctx, exc)
+    response = json_response(payload, headers=served_headers(ctx))
+    response.after = _finisher(ctx, 200)
+    return response
 
 
 @router.route("/v1/chat/completions", "POST")
 async def chat_completions(request: Request) -> Response | StreamingResponse:
     key = await authenticate(request.headers)
     body = validate_chat(parse_json_object(request.body))
-    ctx = CallContext(request_id=request.request_id, key=key, stream=bool(body.get("stream")))
+    ctx = CallContext(
+        request_id=request.request_id,
+        key=key,
+        requested_model=body["model"],
+        stream=bool(body.get("stream")),
+    )
     if not ctx.stream:
-        return await _run(ctx, "chat", pipeline.chat(ctx, body))
+        return await _run(ctx, pipeline.chat(ctx, body))
     try:
-        opened = await pipeline.open_stream(ctx, body)
+        opened = await _call(ctx, pipeline.open_stream(ctx, body))
     except GatewayError as exc:
-        request_finished(ctx, endpoint="chat", status=exc.status, error_code=exc.code)
-        exc.headers.update(served_headers(ctx, cost=False))
-        raise
+        return _failed(ctx, exc)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    outcome: dict[str, Any] = {"status": 200, "code": None}
+
+    async def after() -> None:
+        await request_finished(ctx, status=outcome["status"], error_code=outcome["code"])
+
     return StreamingResponse(
-        body=_sse(ctx, opened, include_usage=include_usage), headers=served_headers(ctx, cost=False)
+        body=_sse(ctx, opened, outcome, include_usage=include_usage),
+        headers=served_headers(ctx, cost=False),
+        after=after,
     )
 
 
 async def _sse(
-    ctx: CallContext, opened: pipeline.OpenStream, *, include_usage: bool
+    ctx: CallContext, opened: pipeline.OpenStream, outcome: dict[str, Any], *, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    status, error_code = 200, None
     name = ctx.route.name if ctx.route else None
     try:
         async for chunk in opened.chunks():
             usage = chunk.get("usage")
             if usage:
                 ctx.usage = usage
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+                    ctx.streamed_chunks += 1
             if not include_usage:
                 if usage and not chunk.get("choices"):
                     continue
@@ -84,22 +125,23 @@ async def _sse(
         yield b"data: [DONE]\n\n"
     except GatewayError as exc:
         # Headers are gone: the error travels as a final event, which SDKs raise.
-        status, error_code = exc.status, exc.code
+        outcome["status"], outcome["code"] = exc.status, exc.code
         yield b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n"
     except asyncio.CancelledError:
-        status, error_code = 499, "client_disconnected"
+        outcome["status"], outcome["code"] = 499, "client_disconnected"
         raise
     finally:
         await opened.aclose()
-        request_finished(ctx, endpoint="chat", status=status, error_code=error_code)
 
 
 @router.route("/v1/embeddings", "POST")
 async def embeddings(request: Request) -> Response:
     key = await authenticate(request.headers)
     body = validate_embeddings(parse_json_object(request.body))
-    ctx = CallContext(request_id=request.request_id, key=key)
-    return await _run(ctx, "embeddings", pipeline.embeddings(ctx, body))
+    ctx = CallContext(
+        request_id=request.request_id, key=key, endpoint="embeddings", requested_model=body["model"]
+    )
+    return await _run(ctx, pipeline.embeddings(ctx, body))
 
 
 @router.route("/v1/models", "GET")

@@ -34,6 +34,13 @@ class ApiKey(TimeStampedModel):
     )
     rpm = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
     tpm = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute.")
+    max_concurrent = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests in flight at once."
+    )
+    limits_bypass = models.BooleanField(
+        default=False,
+        help_text="Skip rate limits and budgets (usage is still recorded). Audited; use sparingly.",
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

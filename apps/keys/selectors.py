@@ -32,6 +32,11 @@ class KeyInfo:
     allowed_models: frozenset[str]
     rpm: int | None
     tpm: int | None
+    max_concurrent: int | None
+    tenant_rpm: int | None
+    tenant_tpm: int | None
+    tenant_max_concurrent: int | None
+    limits_bypass: bool
     expires_at: float | None
     revoked: bool
     tenant_active: bool
@@ -53,6 +58,11 @@ def key_info_get(*, secret_hash: str) -> KeyInfo | None:
         allowed_models=frozenset(key.allowed_models or ()),
         rpm=key.rpm,
         tpm=key.tpm,
+        max_concurrent=key.max_concurrent,
+        tenant_rpm=key.tenant.rpm,
+        tenant_tpm=key.tenant.tpm,
+        tenant_max_concurrent=key.tenant.max_concurrent,
+        limits_bypass=key.limits_bypass,
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
         revoked=key.revoked_at is not None,
         tenant_active=key.tenant.is_active,

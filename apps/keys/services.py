@@ -113,6 +113,25 @@ def key_set_signing_secret(*, key: ApiKey, signing_secret: str) -> ApiKey:
 
 
 @transaction.atomic
+def key_set_secret(*, key: ApiKey, secret: str) -> ApiKey:
+    """Replace a key's secret with a known one (rotation from config as code).
+
+    The previous secret stops authenticating as soon as the change commits.
+    """
+    if len(secret) < 20:
+        raise InvalidRequest(
+            "an imported key secret must be at least 20 characters", param="secret"
+        )
+    digest = hash_secret(secret)
+    if ApiKey.objects.filter(secret_hash=digest).exclude(pk=key.pk).exists():
+        raise InvalidRequest("that secret is already in use", param="secret")
+    key.secret_hash, key.prefix = digest, display_prefix(secret)
+    key.save(update_fields=["secret_hash", "prefix", "updated_at"])
+    config_changed()
+    return key
+
+
+@transaction.atomic
 def key_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()

@@ -114,6 +114,46 @@ class Model(TimeStampedModel):
         return self.name
 
 
+RATE = dict(
+    max_digits=14, decimal_places=6, null=True, blank=True, validators=[MinValueValidator(0)]
+)
+
+
+class Price(TimeStampedModel):
+    """A model's prices from ``effective_from`` on; history is kept, so cost is exact in hindsight.
+
+    Empty rates fall back: cached input and cache writes to the input rate, reasoning to
+    the output rate. Above ``long_context_threshold`` prompt tokens the long-context rates
+    apply to the whole request, as providers that tier by prompt length charge it.
+    """
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateTimeField(db_index=True)
+    input_per_million = models.DecimalField(
+        max_digits=14, decimal_places=6, validators=[MinValueValidator(0)]
+    )
+    output_per_million = models.DecimalField(
+        max_digits=14, decimal_places=6, validators=[MinValueValidator(0)]
+    )
+    cached_input_per_million = models.DecimalField(**RATE)
+    cache_write_per_million = models.DecimalField(**RATE)
+    reasoning_per_million = models.DecimalField(**RATE)
+    long_context_threshold = models.PositiveIntegerField(null=True, blank=True)
+    long_context_input_per_million = models.DecimalField(**RATE)
+    long_context_output_per_million = models.DecimalField(**RATE)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "effective_from"], name="price_unique_model_effective_from"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
 class Deployment(TimeStampedModel):
     """One way to serve a model: a provider and the model's name there."""
 

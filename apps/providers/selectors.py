@@ -6,10 +6,11 @@ from decimal import Decimal
 
 from django.db.models import Prefetch, Q, QuerySet
 
+from apps.billing.pricing import PriceInfo
 from apps.core.crypto import DecryptionError
 from apps.core.secrets import SecretReferenceError
 from apps.providers.adapters import Target
-from apps.providers.models import Deployment, Model, Provider
+from apps.providers.models import Deployment, Model, Price, Provider
 
 logger = logging.getLogger("gateway.providers")
 
@@ -71,6 +72,7 @@ class ModelRoute:
     retries: int | None
     deployments: tuple[DeploymentRoute, ...]
     owned_by: str
+    prices: tuple[PriceInfo, ...] = ()
 
 
 @dataclass
@@ -99,7 +101,14 @@ def routing_table_load(*, default_timeout: float) -> RoutingTable:
     models = (
         Model.objects.filter(enabled=True)
         .select_related("tenant")
-        .prefetch_related(Prefetch("deployments", queryset=deployments, to_attr="live_deployments"))
+        .prefetch_related(
+            Prefetch("deployments", queryset=deployments, to_attr="live_deployments"),
+            Prefetch(
+                "prices",
+                queryset=Price.objects.order_by("-effective_from"),
+                to_attr="price_history",
+            ),
+        )
     )
     credentials: dict[int, tuple[str, str]] = {}
     for model in models:
@@ -151,9 +160,43 @@ def routing_table_load(*, default_timeout: float) -> RoutingTable:
             retries=model.retries,
             deployments=tuple(routes),
             owned_by=model.tenant.name if model.tenant_id else "gateway",
+            prices=tuple(price_info(p) for p in model.price_history) or (model_list_price(model),),
         )
         if model.tenant_id is None:
             table.global_models[model.name] = route
         else:
             table.tenant_models.setdefault(model.tenant_id, {})[model.name] = route
     return table
+
+
+def price_info(price: Price) -> PriceInfo:
+    return PriceInfo(
+        id=price.pk,
+        effective_from=price.effective_from.timestamp(),
+        input=price.input_per_million,
+        output=price.output_per_million,
+        cached_input=price.cached_input_per_million,
+        cache_write=price.cache_write_per_million,
+        reasoning=price.reasoning_per_million,
+        long_context_threshold=price.long_context_threshold,
+        long_context_input=price.long_context_input_per_million,
+        long_context_output=price.long_context_output_per_million,
+    )
+
+
+def model_list_price(model: Model) -> PriceInfo:
+    """The model's own price fields, for a model without price history."""
+    return PriceInfo(
+        id=None,
+        effective_from=0.0,
+        input=model.input_price_per_million,
+        output=model.output_price_per_million,
+    )
+
+
+def price_current(*, model: Model) -> Price | None:
+    from django.utils import timezone
+
+    return (
+        model.prices.filter(effective_from__lte=timezone.now()).order_by("-effective_from").first()
+    )

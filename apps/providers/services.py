@@ -10,8 +10,8 @@ from django.utils import timezone
 from apps.core.errors import GatewayError, InvalidRequest
 from apps.providers.adapters import registry
 from apps.providers.http import close_clients
-from apps.providers.models import Deployment, Model, Provider
-from apps.providers.selectors import provider_target
+from apps.providers.models import Deployment, Model, Price, Provider
+from apps.providers.selectors import price_current, provider_target
 from apps.tenants.models import Tenant
 
 PROVIDER_FIELDS = {"name", "kind", "base_url", "options", "enabled"}
@@ -191,3 +191,69 @@ def deployment_update(*, deployment: Deployment, **fields: Any) -> Deployment:
 @transaction.atomic
 def deployment_delete(*, deployment: Deployment) -> None:
     deployment.delete()
+
+
+@transaction.atomic
+def model_deployments_set(
+    *,
+    model: Model,
+    deployments: list[dict[str, Any]],
+    provider_tenant_ids: list[int] | None = None,
+) -> list[Deployment]:
+    """Make the model's deployments exactly ``deployments`` (each: provider, upstream_model, …).
+
+    Entries are matched on (provider, upstream model), so an unchanged deployment keeps
+    its id. Only deployments on providers of ``provider_tenant_ids`` are replaced
+    (``None``: all): a tenant editing its model leaves deployments it cannot see, such
+    as ones a platform admin put on a platform provider, alone.
+    """
+    managed = {
+        (d.provider_id, d.upstream_model): d
+        for d in model.deployments.select_related("provider")
+        if provider_tenant_ids is None or d.provider.tenant_id in provider_tenant_ids
+    }
+    result = []
+    for spec in deployments:
+        fields = dict(spec)
+        provider, upstream_model = fields.pop("provider"), fields.pop("upstream_model")
+        current = managed.pop((provider.pk, upstream_model), None)
+        if current is None:
+            result.append(
+                deployment_create(
+                    model=model, provider=provider, upstream_model=upstream_model, **fields
+                )
+            )
+        else:
+            result.append(deployment_update(deployment=current, **fields))
+    for leftover in managed.values():
+        deployment_delete(deployment=leftover)
+    return result
+
+
+def price_sync_from_model(*, model: Model) -> Price | None:
+    """Start a new price when the model's list price changed: history is never rewritten."""
+    current = price_current(model=model)
+    if current is not None and (
+        current.input_per_million == model.input_price_per_million
+        and current.output_per_million == model.output_price_per_million
+    ):
+        return None
+    price = Price(
+        model=model,
+        effective_from=timezone.now(),
+        input_per_million=model.input_price_per_million,
+        output_per_million=model.output_price_per_million,
+    )
+    if current is not None:
+        # Keep the rates only the price table knows about.
+        for name in (
+            "cached_input_per_million",
+            "cache_write_per_million",
+            "reasoning_per_million",
+            "long_context_threshold",
+            "long_context_input_per_million",
+            "long_context_output_per_million",
+        ):
+            setattr(price, name, getattr(current, name))
+    price.save()
+    return price

@@ -22,6 +22,21 @@ class Tenant(TimeStampedModel):
     budget_period = models.CharField(
         max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTHLY
     )
+    rpm = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute, all keys."
+    )
+    tpm = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens per minute, all keys."
+    )
+    max_concurrent = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests in flight at once."
+    )
+    markup_pct = models.DecimalField(
+        max_digits=7,
+        decimal_places=3,
+        default=0,
+        help_text="Invoice markup (negative: discount), percent.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:

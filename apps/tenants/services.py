@@ -61,3 +61,8 @@ def membership_set(
         user=user, tenant=tenant, defaults={"role": role}
     )
     return membership
+
+
+@transaction.atomic
+def membership_delete(*, membership: Membership) -> None:
+    membership.delete()
