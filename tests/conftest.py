@@ -128,6 +128,17 @@ def start_server(
     return server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def clean_redis() -> None:
+    """Start from an empty Redis database: limit and budget counters are keyed by ids that
+    a fresh test database hands out again."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+
+
 @pytest.fixture(scope="session")
 def live_server_process(
     django_db_setup, django_db_blocker, tmp_path_factory

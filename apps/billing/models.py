@@ -199,7 +199,7 @@ class UsageRollup(models.Model):
 
     bucket = models.DateTimeField(help_text="Start of the hour.")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="rollups")
-    key_id = models.BigIntegerField(null=True, blank=True)
+    key_id = models.BigIntegerField(default=0, help_text="0: no key.")
     key_prefix = models.CharField(max_length=16, blank=True)
     model_name = models.CharField(max_length=200)
     provider = models.CharField(max_length=100, blank=True)
@@ -220,7 +220,6 @@ class UsageRollup(models.Model):
             models.UniqueConstraint(
                 fields=["bucket", "tenant", "key_id", "model_name", "provider"],
                 name="rollup_unique_dimensions",
-                nulls_distinct=False,
             )
         ]
         indexes = [models.Index(fields=["tenant", "bucket"], name="rollup_tenant_bucket")]

@@ -7,22 +7,11 @@ class ProvidersConfig(AppConfig):
     verbose_name = "Providers"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save
+        from django.db.models.signals import post_save
 
-        from apps.core.services import config_changed
+        from apps.core.signals import watch_routing
         from apps.providers.models import Deployment, Model, Price, Provider
-        from apps.providers.services import price_sync_from_model
+        from apps.providers.signals import model_saved
 
-        def changed(**kwargs: object) -> None:
-            config_changed()
-
-        def model_saved(instance: Model, raw: bool = False, **kwargs: object) -> None:
-            if not raw:
-                price_sync_from_model(model=instance)
-
-        post_save.connect(model_saved, sender=Model, dispatch_uid="price-sync")
-        for model in (Provider, Model, Deployment, Price):
-            post_save.connect(changed, sender=model, dispatch_uid=f"routing-save-{model.__name__}")
-            post_delete.connect(
-                changed, sender=model, dispatch_uid=f"routing-delete-{model.__name__}"
-            )
+        post_save.connect(model_saved, sender=Model, dispatch_uid="providers-price-sync")
+        watch_routing(Provider, Model, Deployment, Price)

@@ -5,8 +5,13 @@ Behaviour is scripted per model name, so one server serves many tests:
 - ``status-NNN``: answers with that HTTP status and an OpenAI error body;
 - ``hang``: never answers (for deadlines);
 - ``drop``: streams two chunks, then drops the connection;
+- ``pause-K``: streams K chunks, then pauses for a minute (a client can abandon it at a
+  known point, with nothing in flight);
 - anything else: answers at once, echoing the last user message.
-It records every request and notices disconnects, so tests can see what reached it.
+It records every request and notices disconnects, so tests can see what reached it, and
+keeps its own token totals (``prompt_total``, ``completion_total``: every token it
+reported or streamed). Its tokenizer is the gateway's own estimator, so the gateway's
+estimates for abandoned streams can be checked exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from apps.providers.tokens import estimate_prompt_tokens
 
 
 @dataclass
@@ -39,6 +46,8 @@ class FakeOpenAI:
     stream_delay: float = 0.05
     stream_chunks: int = 20
     api_key: str = "sk-fake-upstream"
+    prompt_total: int = 0
+    completion_total: int = 0
 
     @property
     def base_url(self) -> str:
@@ -64,7 +73,9 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1
+        )
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, self.host, self.port)
         self._loop.run_until_complete(site.start())
@@ -86,6 +97,8 @@ class FakeOpenAI:
         self.requests.clear()
         self.disconnects = 0
         self.completed_streams = 0
+        self.prompt_total = 0
+        self.completion_total = 0
 
     def wait_for(self, predicate, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -140,17 +153,22 @@ class FakeOpenAI:
             (m.get("content") for m in reversed(body["messages"]) if m.get("role") == "user"), ""
         )
         text = last if isinstance(last, str) else "parts"
-        words = (
-            [f"w{i} " for i in range(self.stream_chunks)]
-            if model.startswith(("slow", "drop"))
-            else text.split(" ")
-        )
+        pause_at = int(model.split("-")[1]) if model.startswith("pause-") else None
+        if model.startswith(("slow", "drop")):
+            words = [f"w{i} " for i in range(self.stream_chunks)]
+        elif pause_at is not None:
+            words = [f"p{i} " for i in range(pause_at + 5)]
+        else:
+            words = text.split(" ")
+        prompt_tokens = estimate_prompt_tokens(body["messages"])
         usage = {
-            "prompt_tokens": 7,
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": len(words),
-            "total_tokens": 7 + len(words),
+            "total_tokens": prompt_tokens + len(words),
         }
+        self.prompt_total += prompt_tokens
         if not body.get("stream"):
+            self.completion_total += len(words)
             return web.json_response(
                 {
                     "id": "chatcmpl-fake",
@@ -202,9 +220,12 @@ class FakeOpenAI:
                 if model.startswith("drop") and i == 2:
                     request.transport.close()
                     return response
+                if i == pause_at:
+                    await asyncio.sleep(60)
                 await response.write(
                     event([{"index": 0, "delta": {"content": word}, "finish_reason": None}])
                 )
+                self.completion_total += 1
             await response.write(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
             if include_usage:
                 await response.write(event([], usage))

@@ -19,12 +19,12 @@ def test_sync_chat_completion(gw, fake_openai):
     completion = raw.parse()
     assert completion.choices[0].message.content == "hello there gateway"
     assert completion.model == "gpt-4o-mini"
-    assert completion.usage.prompt_tokens == 7 and completion.usage.completion_tokens == 3
+    assert completion.usage.prompt_tokens == 13 and completion.usage.completion_tokens == 3
     assert raw.headers["x-gateway-provider"] == "fake-openai"
     assert raw.headers["x-gateway-model"] == "gpt-4o-mini"
     assert raw.headers["x-gateway-cache"] == "miss"
-    # 7 prompt tokens at $1/M + 3 completion tokens at $2/M
-    assert raw.headers["x-gateway-cost-usd"] == "0.00001300"
+    # 13 prompt tokens at $1/M + 3 completion tokens at $2/M
+    assert raw.headers["x-gateway-cost-usd"] == "0.00001900"
     assert raw.headers["x-request-id"].startswith("req_")
     upstream = fake_openai.requests[-1]
     assert upstream.headers["Authorization"] == f"Bearer {fake_openai.api_key}"
