@@ -12,7 +12,6 @@ from apps.billing.models import UsageRecord
 from apps.providers.models import Model
 from apps.providers.services import deployment_create, model_create, model_update, provider_create
 from tests.conftest import free_port, settle
-from tests.gateway.conftest import gw  # noqa: F401  (the live gateway fixture)
 
 pytestmark = pytest.mark.live
 
