@@ -11,6 +11,8 @@ batch written twice (a retry after a timeout that did commit) is not doubled.
 - Graceful shutdown (SIGTERM): the ASGI lifespan shutdown (uvicorn) and an ``atexit``
   hook (daphne, management commands) write everything still buffered.
 - Crash (SIGKILL, power loss): at most the rows of the last flush interval are lost.
+- A row the database refuses (its tenant was deleted meanwhile) goes to
+  ``var/usage-rejected.jsonl`` instead of blocking the rows behind it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import IntegrityError, close_old_connections, transaction
 
 logger = logging.getLogger("gateway.usage")
 
@@ -112,9 +114,7 @@ class UsageRecorder:
 
         try:
             close_old_connections()
-            UsageRecord.objects.bulk_create(
-                [UsageRecord(**row) for row in rows], batch_size=500, ignore_conflicts=True
-            )
+            self._insert(UsageRecord, rows)
         except Exception:
             logger.exception("usage write failed; will retry", extra={"rows": len(rows)})
             with self._lock:
@@ -130,6 +130,33 @@ class UsageRecorder:
             except Exception:
                 logger.exception("usage listener failed")
         return len(rows)
+
+    def _insert(self, model, rows: list[dict[str, Any]]) -> None:
+        """One bulk INSERT; if the batch breaks a constraint (a tenant deleted while its
+        rows were buffered), rows go one by one and the rejected ones to a dead-letter file."""
+        try:
+            with transaction.atomic():
+                model.objects.bulk_create(
+                    [model(**row) for row in rows], batch_size=500, ignore_conflicts=True
+                )
+            return
+        except IntegrityError:
+            pass
+        rejected = []
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    model.objects.bulk_create([model(**row)], ignore_conflicts=True)
+            except IntegrityError:
+                rejected.append(row)
+        if rejected:
+            with self._spill_path().with_name("usage-rejected.jsonl").open("ab") as fh:
+                for row in rejected:
+                    fh.write(orjson.dumps(row, default=str) + b"\n")
+            logger.error(
+                "usage rows rejected by the database; kept in usage-rejected.jsonl",
+                extra={"rows": len(rejected)},
+            )
 
     # --- spill file (database unavailable for long) ---------------------------
     def _spill_path(self) -> Path:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +14,8 @@ from apps.core.services import config_changed
 from apps.keys.models import ApiKey, Scope
 from apps.keys.secrets import display_prefix, generate_secret, hash_secret
 from apps.tenants.models import Tenant
+
+logger = logging.getLogger("gateway.audit")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,15 @@ def _validate_scopes(scopes: list[str]) -> list[str]:
     return sorted(set(scopes), key=Scope.values.index)
 
 
+def _bypass_changed(key: ApiKey, enabled: bool) -> None:
+    """A key that skips limits and budgets is a deliberate, visible decision."""
+    logger.warning(
+        "key limits bypass %s",
+        "enabled" if enabled else "disabled",
+        extra={"tenant": key.tenant.name, "key": key.name, "key_prefix": key.prefix, "audit": True},
+    )
+
+
 @transaction.atomic
 def key_create(
     *,
@@ -41,6 +53,8 @@ def key_create(
     allowed_models: list[str] | None = None,
     rpm: int | None = None,
     tpm: int | None = None,
+    max_concurrent: int | None = None,
+    limits_bypass: bool = False,
     expires_at: datetime | None = None,
     secret: str | None = None,
     signing_secret: str | None = None,
@@ -65,6 +79,8 @@ def key_create(
         allowed_models=list(allowed_models or []),
         rpm=rpm,
         tpm=tpm,
+        max_concurrent=max_concurrent,
+        limits_bypass=limits_bypass,
         expires_at=expires_at,
         require_signature=require_signature,
         metadata=metadata or {},
@@ -74,6 +90,8 @@ def key_create(
         key.signing_secret_encrypted = crypto.encrypt(signing_secret)
     key.full_clean(exclude=["secret_hash", "prefix"])
     key.save()
+    if limits_bypass:
+        _bypass_changed(key, True)
     config_changed()
     return CreatedKey(key=key, secret=plain, signing_secret=signing_secret)
 
@@ -87,6 +105,8 @@ def key_update(*, key: ApiKey, **fields: object) -> ApiKey:
         "allowed_models",
         "rpm",
         "tpm",
+        "max_concurrent",
+        "limits_bypass",
         "expires_at",
         "require_signature",
         "metadata",
@@ -96,6 +116,8 @@ def key_update(*, key: ApiKey, **fields: object) -> ApiKey:
         raise InvalidRequest(f"cannot change {', '.join(sorted(unknown))}")
     if "scopes" in fields:
         fields["scopes"] = _validate_scopes(list(fields["scopes"]))  # type: ignore[arg-type]
+    if "limits_bypass" in fields and bool(fields["limits_bypass"]) != key.limits_bypass:
+        _bypass_changed(key, bool(fields["limits_bypass"]))
     for name, value in fields.items():
         setattr(key, name, value)
     key.full_clean(exclude=["secret_hash", "prefix"])
