@@ -177,6 +177,12 @@ def deployment_create(
 
 
 @transaction.atomic
+def provider_deployments_delete(*, tenant: Tenant) -> None:
+    """Remove every deployment on the tenant's providers (before the tenant goes)."""
+    Deployment.objects.filter(provider__tenant=tenant).delete()
+
+
+@transaction.atomic
 def deployment_update(*, deployment: Deployment, **fields: Any) -> Deployment:
     unknown = set(fields) - DEPLOYMENT_FIELDS
     if unknown:

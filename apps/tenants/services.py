@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from apps.core.services import config_changed
+from apps.providers.services import provider_deployments_delete
 from apps.tenants.models import BudgetPeriod, Membership, Role, Tenant
 
 TENANT_FIELDS = {"display_name", "is_active", "budget_limit_usd", "budget_period", "metadata"}
@@ -49,6 +50,12 @@ def tenant_update(*, tenant: Tenant, **fields: object) -> Tenant:
 
 @transaction.atomic
 def tenant_delete(*, tenant: Tenant) -> None:
+    """Delete a tenant and everything it owns.
+
+    A deployment protects its provider from deletion, so the deployments on the
+    tenant's providers go first; the cascade then takes its providers and models.
+    """
+    provider_deployments_delete(tenant=tenant)
     tenant.delete()
     config_changed()
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 def table_dump(table: str) -> str:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 - fixed table name
+        cursor.execute(f"SELECT * FROM {table}")
         return repr(cursor.fetchall())
 
 

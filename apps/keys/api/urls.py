@@ -1,1 +1,16 @@
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from apps.keys.api.views import KeyRevokeApi, KeyViewSet
+
+app_name = "keys-api"
+
+router = SimpleRouter()
+router.register("keys", KeyViewSet, basename="key")
+
+urlpatterns = [
+    *router.urls,
+    path("keys/<int:pk>/revoke/", KeyRevokeApi.as_view(), name="key-revoke"),
+]
