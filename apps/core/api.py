@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -11,6 +12,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from apps.core.errors import GatewayError
+
+logger = logging.getLogger("gateway.api")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -52,7 +55,17 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         )
     if not isinstance(exc, exceptions.APIException):
-        return None
+        # Anything unexpected still answers in the API's shape, never an HTML page.
+        logger.exception("unhandled error in the management API", exc_info=exc)
+        return Response(
+            error_body(
+                message="The gateway hit an internal error; it has been logged.",
+                type="api_error",
+                param=None,
+                code="internal_error",
+            ),
+            status=500,
+        )
     status_code = exc.status_code
     if isinstance(exc, exceptions.ValidationError):
         param, message = _first_field_error(exc.detail)

@@ -198,3 +198,17 @@ def test_real_responses_match_the_documented_schemas(schema, settings):
     check(client.get("/api/v1/models/999999/"), "get", "/api/v1/models/{id}/")
     check(client.post("/api/v1/keys/", {"rpm": -1}, format="json"), "post", "/api/v1/keys/")
     check(APIClient().get("/api/v1/keys/"), "get", "/api/v1/keys/")
+
+
+def test_unexpected_errors_in_the_api_keep_the_error_shape(admin_client, monkeypatch):
+    from apps.tenants.api import views
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(views.TenantViewSet, "list", explode)
+    admin_client.raise_request_exception = False
+    response = admin_client.get("/api/v1/tenants/")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "boom" not in response.content.decode()
