@@ -16,6 +16,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -142,6 +143,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("GATEWAY_CELERY_QUEUE", default="gateway")
+CELERY_BEAT_SCHEDULE = {
+    # A backlog of minute ticks is pointless: one run catches up with everything.
+    "billing-rollups": {
+        "task": "billing.rollups_update",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    "billing-invoices": {"task": "billing.invoices_close", "schedule": crontab(minute=30, hour=1)},
+}
 
 # --- auth, i18n, static -----------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -209,6 +219,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # One name for the budget period choices (tenants' budget_period, budgets' period).
+    "ENUM_NAME_OVERRIDES": {"BudgetPeriodEnum": "apps.tenants.models.BudgetPeriod"},
 }
 
 # --- the gateway ------------------------------------------------------------
@@ -220,6 +232,16 @@ GATEWAY_UPSTREAM_MAX_CONNECTIONS = env.int("GATEWAY_UPSTREAM_MAX_CONNECTIONS", d
 # How stale a process's view of keys and routing may get before it asks the database.
 GATEWAY_CONFIG_POLL_SECONDS = env.float("GATEWAY_CONFIG_POLL_SECONDS", default=1.0)
 GATEWAY_LOG_LEVEL = env.str("GATEWAY_LOG_LEVEL", default="INFO")
+# Resilience: retries (backoff with full jitter), Retry-After honoured up to a cap, and
+# circuit breakers per deployment.
+GATEWAY_DEFAULT_RETRIES = env.int("GATEWAY_DEFAULT_RETRIES", default=2)
+GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=0.25)
+GATEWAY_RETRY_MAX_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_MAX_BACKOFF_SECONDS", default=4.0)
+GATEWAY_RETRY_AFTER_CAP_SECONDS = env.float("GATEWAY_RETRY_AFTER_CAP_SECONDS", default=10.0)
+GATEWAY_CIRCUIT_FAILURES = env.int("GATEWAY_CIRCUIT_FAILURES", default=5)
+GATEWAY_CIRCUIT_WINDOW_SECONDS = env.float("GATEWAY_CIRCUIT_WINDOW_SECONDS", default=60.0)
+GATEWAY_CIRCUIT_COOLDOWN_SECONDS = env.float("GATEWAY_CIRCUIT_COOLDOWN_SECONDS", default=30.0)
+GATEWAY_CIRCUIT_SYNC_SECONDS = env.float("GATEWAY_CIRCUIT_SYNC_SECONDS", default=0.5)
 # Usage records: buffered in process, written in bulk (see apps/billing/recorder.py).
 GATEWAY_USAGE_FLUSH_SECONDS = env.float("GATEWAY_USAGE_FLUSH_SECONDS", default=0.5)
 GATEWAY_USAGE_BATCH = env.int("GATEWAY_USAGE_BATCH", default=500)

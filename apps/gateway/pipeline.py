@@ -38,6 +38,7 @@ from apps.core.errors import (
     upstream_timeout,
     upstream_unavailable,
 )
+from apps.gateway.circuit import breaker
 from apps.gateway.state import state
 from apps.keys.selectors import KeyInfo
 from apps.providers.adapters import registry
@@ -119,7 +120,15 @@ async def admit(ctx: CallContext, body: dict[str, Any], route: ModelRoute) -> No
         ) * int(body.get("n") or 1)
     # Prompt estimates run a little low for some tokenizers: reserve with a margin.
     prompt = int(ctx.prompt_estimate * 1.2) + 16
-    reserve = max_cost_usd(ctx.price, prompt_tokens=prompt, max_output_tokens=max_output)
+    # A fallback may serve: reserve what the dearest model of the chain would cost.
+    reserve = max(
+        max_cost_usd(
+            price_at(model.prices, ctx.started_at),
+            prompt_tokens=prompt,
+            max_output_tokens=max_output,
+        )
+        for model in fallback_chain(ctx.key, route)
+    )
     limits = state.limits
     model_limits = limits.model_limits.get((ctx.key.tenant_id, route.name))
     ctx.admission = await admitter.admit(
@@ -157,23 +166,39 @@ async def resolve_model(key: KeyInfo, name: str, *, mode: str) -> ModelRoute:
 
 
 def candidates(route: ModelRoute) -> list[DeploymentRoute]:
-    """Deployments in the order to try them: by priority, weighted-random within one."""
+    """Deployments in the order to try them: by priority (lower first), then by the
+    model's routing strategy within one priority."""
     ordered: list[DeploymentRoute] = []
     for priority in sorted({d.priority for d in route.deployments}):
         group = [d for d in route.deployments if d.priority == priority and d.weight > 0]
-        while group:
-            pick = (
-                random.choices(group, weights=[d.weight for d in group])[0]
-                if len(group) > 1
-                else group[0]
-            )
-            ordered.append(pick)
-            group.remove(pick)
+        ordered.extend(_order_group(route.routing, group))
     return ordered
 
 
-def _deadline(route: ModelRoute) -> float:
-    return time.monotonic() + float(route.timeout_s or settings.GATEWAY_UPSTREAM_TIMEOUT)
+def _order_group(strategy: str, group: list[DeploymentRoute]) -> list[DeploymentRoute]:
+    if len(group) < 2:
+        return group
+    if strategy == "least_inflight":
+        return sorted(
+            group, key=lambda d: (breaker.stat(d.target.deployment_id).inflight, random.random())
+        )
+    if strategy == "lowest_latency":
+        # Unmeasured deployments first, so every one gets measured.
+        def latency(d: DeploymentRoute) -> tuple[float, float]:
+            value = breaker.stat(d.target.deployment_id).latency_ms
+            return (-1.0 if value is None else value, random.random())
+
+        return sorted(group, key=latency)
+    if strategy == "lowest_cost":
+        return sorted(
+            group, key=lambda d: (float(d.target.options.get("cost", 0)), random.random())
+        )
+    ordered, pool = [], list(group)
+    while pool:
+        pick = random.choices(pool, weights=[d.weight for d in pool])[0]
+        ordered.append(pick)
+        pool.remove(pick)
+    return ordered
 
 
 def _check_credential(dep: DeploymentRoute) -> None:
@@ -185,36 +210,9 @@ def _check_credential(dep: DeploymentRoute) -> None:
         )
 
 
-async def _attempts(ctx: CallContext, route: ModelRoute, call) -> Any:
-    """Try deployments in order until one answers; only retryable failures move on."""
-    deadline = _deadline(route)
-    last: GatewayError | None = None
-    for dep in candidates(route):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        started = time.perf_counter()
-        try:
-            _check_credential(dep)
-            async with asyncio.timeout(min(remaining, dep.target.timeout)):
-                result = await call(dep)
-        except TimeoutError:
-            last = upstream_timeout(f"provider {dep.target.provider_name} did not answer in time")
-        except ProviderError as exc:
-            last = exc
-        else:
-            ctx.deployment = dep
-            ctx.attempts.append(_attempt(dep, "ok", started))
-            return result
-        ctx.attempts.append(_attempt(dep, last.code or "error", started))
-        ctx.deployment = dep
-        if not getattr(last, "retryable", False):
-            raise last
-    raise last or upstream_timeout(f"The model '{route.name}' did not answer before the deadline.")
-
-
-def _attempt(dep: DeploymentRoute, outcome: str, started: float) -> dict[str, Any]:
+def _attempt(dep: DeploymentRoute, outcome: str, started: float, model: str) -> dict[str, Any]:
     return {
+        "model": model,
         "provider": dep.target.provider_name,
         "deployment": dep.target.deployment_id,
         "outcome": outcome,
@@ -222,15 +220,155 @@ def _attempt(dep: DeploymentRoute, outcome: str, started: float) -> dict[str, An
     }
 
 
+def backoff_seconds(attempt: int, retry_after: float | None) -> float | None:
+    """Full-jitter exponential backoff; a provider's Retry-After wins when it is longer.
+
+    ``None``: the provider asks for a wait longer than the cap, so try elsewhere.
+    """
+    if retry_after is not None and retry_after > settings.GATEWAY_RETRY_AFTER_CAP_SECONDS:
+        return None
+    ceiling = min(
+        settings.GATEWAY_RETRY_MAX_BACKOFF_SECONDS, settings.GATEWAY_RETRY_BASE_SECONDS * 2**attempt
+    )
+    return max(random.uniform(0, ceiling), retry_after or 0.0)
+
+
+CONTEXT_ERRORS = frozenset({"context_length_exceeded", "string_above_max_length"})
+FILTER_ERRORS = frozenset({"content_filter", "content_policy_violation"})
+
+
+def _fallback_allowed(
+    exc: GatewayError, origin: ModelRoute, current: ModelRoute, nxt: ModelRoute
+) -> bool:
+    """Which failures move on to the next model of the fallback list."""
+    code = exc.code or ""
+    if code in CONTEXT_ERRORS:
+        return (nxt.context_window or 0) > (current.context_window or 0)
+    if code in FILTER_ERRORS:
+        return origin.fallback_on_content_filter
+    return bool(getattr(exc, "retryable", False))
+
+
+def fallback_chain(key: KeyInfo, route: ModelRoute) -> list[ModelRoute]:
+    table = state.table
+    chain = [route]
+    for name in route.fallbacks:
+        fallback = table.resolve(key.tenant_id, name) if table else None
+        if fallback is None or fallback.mode != route.mode or any(f.name == name for f in chain):
+            continue
+        if key.allowed_models and name not in key.allowed_models:
+            continue
+        chain.append(fallback)
+    return chain
+
+
+async def _serve(ctx: CallContext, route: ModelRoute, call) -> Any:
+    """Serve from the model, then from its fallbacks: each deployment with its retries,
+    within one overall deadline."""
+    deadline = time.monotonic() + float(route.timeout_s or settings.GATEWAY_UPSTREAM_TIMEOUT)
+    chain = fallback_chain(ctx.key, route)
+    last: GatewayError | None = None
+    for i, model in enumerate(chain):
+        if i > 0:
+            if last is None or not _fallback_allowed(last, route, chain[i - 1], model):
+                break
+            ctx.route = model
+            ctx.price = price_at(model.prices, ctx.started_at)
+        try:
+            return await _serve_model(ctx, model, call, deadline)
+        except GatewayError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+async def _serve_model(ctx: CallContext, route: ModelRoute, call, deadline: float) -> Any:
+    await breaker.sync()
+    retries = route.retries if route.retries is not None else settings.GATEWAY_DEFAULT_RETRIES
+    last: GatewayError | None = None
+    tried = 0
+    for dep in candidates(route):
+        dep_id = dep.target.deployment_id
+        if not await breaker.allow(dep_id):
+            continue
+        tried += 1
+        for attempt in range(retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise (
+                    last
+                    if last is not None and last.status == 504
+                    else upstream_timeout(
+                        f"The model '{route.name}' did not answer before the deadline."
+                    )
+                )
+            started = time.perf_counter()
+            stats = breaker.stat(dep_id)
+            stats.inflight += 1
+            try:
+                _check_credential(dep)
+                async with asyncio.timeout(min(remaining, dep.target.timeout)):
+                    result = await call(dep, route)
+            except TimeoutError:
+                last = upstream_timeout(
+                    f"provider {dep.target.provider_name} did not answer in time"
+                )
+            except ProviderError as exc:
+                last = exc
+            else:
+                ctx.deployment = dep
+                ctx.attempts.append(_attempt(dep, "ok", started, route.name))
+                stats.observe(ok=True, latency_ms=(time.perf_counter() - started) * 1000)
+                await breaker.success(dep_id)
+                return result
+            finally:
+                stats.inflight -= 1
+            ctx.attempts.append(_attempt(dep, last.code or "error", started, route.name))
+            ctx.deployment = dep
+            retryable = getattr(last, "retryable", False)
+            stats.observe(ok=not retryable, latency_ms=(time.perf_counter() - started) * 1000)
+            if not retryable:
+                raise last
+            await breaker.failure(dep_id)
+            if attempt == retries or not await breaker.allow(dep_id):
+                break
+            wait = backoff_seconds(attempt, getattr(last, "retry_after", None))
+            if wait is None or time.monotonic() + wait >= deadline:
+                break
+            await asyncio.sleep(wait)
+    if last is None:
+        raise upstream_unavailable(
+            f"Every deployment of '{route.name}' is unavailable (circuit open)."
+            if not tried
+            else f"The model '{route.name}' could not be served."
+        )
+    raise last
+
+
 async def chat(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="chat")
     await admit(ctx, body, route)
 
-    async def call(dep: DeploymentRoute) -> dict[str, Any]:
-        return await registry.get(dep.target.kind).chat(dep.target, body)
+    last_model = fallback_chain(ctx.key, route)[-1].name
 
-    result = await _attempts(ctx, route, call)
-    result["model"] = route.name
+    async def call(dep: DeploymentRoute, model: ModelRoute) -> dict[str, Any]:
+        result = await registry.get(dep.target.kind).chat(dep.target, body)
+        if (
+            route.fallback_on_content_filter
+            and model.name != last_model
+            and any(c.get("finish_reason") == "content_filter" for c in result.get("choices") or ())
+        ):
+            ctx.usage = result.get("usage")
+            raise ProviderError(
+                f"provider {dep.target.provider_name} filtered the answer",
+                status=400,
+                code="content_filter",
+                type="invalid_request_error",
+            )
+        return result
+
+    result = await _serve(ctx, route, call)
+    result["model"] = ctx.route.name
     ctx.usage = result.get("usage")
     return result
 
@@ -258,7 +396,7 @@ async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="chat")
     await admit(ctx, body, route)
 
-    async def call(dep: DeploymentRoute) -> OpenStream:
+    async def call(dep: DeploymentRoute, model: ModelRoute) -> OpenStream:
         stream = registry.get(dep.target.kind).stream_chat(dep.target, body)
         try:
             first = await anext(stream)
@@ -273,7 +411,7 @@ async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
             raise
         return OpenStream(first=first, rest=stream)
 
-    opened = await _attempts(ctx, route, call)
+    opened = await _serve(ctx, route, call)
     ctx.first_token_at = time.perf_counter()
     return opened
 
@@ -283,11 +421,11 @@ async def embeddings(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
     await admit(ctx, body, route)
     want_base64 = body.get("encoding_format") == "base64"
 
-    async def call(dep: DeploymentRoute) -> dict[str, Any]:
+    async def call(dep: DeploymentRoute, model: ModelRoute) -> dict[str, Any]:
         return await registry.get(dep.target.kind).embed(dep.target, body)
 
-    result = await _attempts(ctx, route, call)
-    result["model"] = route.name
+    result = await _serve(ctx, route, call)
+    result["model"] = ctx.route.name
     if want_base64:
         for item in result.get("data", []):
             if isinstance(item.get("embedding"), list):

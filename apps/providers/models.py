@@ -81,6 +81,13 @@ PER_MILLION = dict(
 )
 
 
+class Routing(models.TextChoices):
+    WEIGHTED = "weighted", "Weighted random"
+    LEAST_INFLIGHT = "least_inflight", "Least in-flight"
+    LOWEST_LATENCY = "lowest_latency", "Lowest latency (moving average)"
+    LOWEST_COST = "lowest_cost", "Lowest cost"
+
+
 class Model(TimeStampedModel):
     """A model as clients name it, served by one or more deployments."""
 
@@ -96,7 +103,19 @@ class Model(TimeStampedModel):
     output_price_per_million = models.DecimalField(**PER_MILLION)
     fallbacks = models.JSONField(default=list, blank=True, help_text="Model names tried in order.")
     timeout_s = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.1)])
-    retries = models.PositiveSmallIntegerField(null=True, blank=True)
+    retries = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Extra attempts per deployment on retryable failures."
+    )
+    routing = models.CharField(
+        max_length=20,
+        choices=Routing.choices,
+        default=Routing.WEIGHTED,
+        help_text="How to choose among deployments of the same priority.",
+    )
+    fallback_on_content_filter = models.BooleanField(
+        default=False,
+        help_text="Try the fallback models when the provider's content filter refuses.",
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:

@@ -73,6 +73,8 @@ class ModelRoute:
     deployments: tuple[DeploymentRoute, ...]
     owned_by: str
     prices: tuple[PriceInfo, ...] = ()
+    routing: str = "weighted"
+    fallback_on_content_filter: bool = False
 
 
 @dataclass
@@ -161,6 +163,8 @@ def routing_table_load(*, default_timeout: float) -> RoutingTable:
             deployments=tuple(routes),
             owned_by=model.tenant.name if model.tenant_id else "gateway",
             prices=tuple(price_info(p) for p in model.price_history) or (model_list_price(model),),
+            routing=model.routing,
+            fallback_on_content_filter=model.fallback_on_content_filter,
         )
         if model.tenant_id is None:
             table.global_models[model.name] = route

@@ -26,6 +26,8 @@ MODEL_FIELDS = {
     "fallbacks",
     "timeout_s",
     "retries",
+    "routing",
+    "fallback_on_content_filter",
     "enabled",
 }
 DEPLOYMENT_FIELDS = {"upstream_model", "weight", "priority", "enabled", "options"}

@@ -109,11 +109,9 @@ def test_500_mixed_requests_give_500_exact_records(gw, fake_openai, gateways):
         + ["fallback"] * 50
     )
     outcomes = asyncio.run(mixed(gateways, gw.headers, kinds))
-    assert (
-        outcomes.count("200") == 450 - 50
-        and outcomes.count("abandoned") == 50
-        and outcomes.count("502") == 50
-    )
+    assert outcomes.count("200") == 400 and outcomes.count("abandoned") == 50
+    # failing upstream: 502 until the deployment's circuit opens, 503 after
+    assert outcomes.count("502") + outcomes.count("503") == 50 and outcomes.count("502") >= 5
 
     assert wait_count(500) == 500
     sums = UsageRecord.objects.aggregate(
@@ -123,7 +121,10 @@ def test_500_mixed_requests_give_500_exact_records(gw, fake_openai, gateways):
     assert sums["completion"] == fake_openai.completion_total
     assert UsageRecord.objects.filter(status=499, usage_estimated=True).count() == 50
     assert (
-        UsageRecord.objects.filter(status=502, prompt_tokens=0, completion_tokens=0).count() == 50
+        UsageRecord.objects.filter(
+            status__in=[502, 503], prompt_tokens=0, completion_tokens=0
+        ).count()
+        == 50
     )
     assert (
         UsageRecord.objects.filter(

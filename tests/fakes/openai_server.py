@@ -4,6 +4,9 @@ Behaviour is scripted per model name, so one server serves many tests:
 - ``slow-*``: streams ``chunks`` words with ``delay`` seconds between them;
 - ``status-NNN``: answers with that HTTP status and an OpenAI error body;
 - ``hang``: never answers (for deadlines);
+- ``flaky-N-<tag>``: the first N requests get 429 with ``Retry-After: 1``, then success;
+- ``toggle-<tag>``: 500 while ``broken`` contains the tag;
+- ``context-limit``: 400 ``context_length_exceeded``; ``filtered``: finish_reason ``content_filter``;
 - ``drop``: streams two chunks, then drops the connection;
 - ``pause-K``: streams K chunks, then pauses for a minute (a client can abandon it at a
   known point, with nothing in flight);
@@ -48,6 +51,8 @@ class FakeOpenAI:
     api_key: str = "sk-fake-upstream"
     prompt_total: int = 0
     completion_total: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
@@ -99,6 +104,8 @@ class FakeOpenAI:
         self.completed_streams = 0
         self.prompt_total = 0
         self.completion_total = 0
+        self.calls.clear()
+        self.broken.clear()
 
     def wait_for(self, predicate, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -147,6 +154,24 @@ class FakeOpenAI:
                 None,
                 headers,
             )
+        self.calls[model] = self.calls.get(model, 0) + 1
+        if model.startswith("flaky-") and self.calls[model] <= int(model.split("-")[1]):
+            return self._error(
+                429,
+                "simulated rate limit",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                {"Retry-After": "1"},
+            )
+        if model.startswith("toggle-") and model.split("-", 1)[1] in self.broken:
+            return self._error(500, "simulated outage", "server_error", None)
+        if model == "context-limit":
+            return self._error(
+                400,
+                "This model's maximum context length is 10 tokens.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            )
         if model == "hang":
             await asyncio.sleep(3600)
         last = next(
@@ -179,7 +204,7 @@ class FakeOpenAI:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": " ".join(words)},
-                            "finish_reason": "stop",
+                            "finish_reason": "content_filter" if model == "filtered" else "stop",
                             "logprobs": None,
                         }
                     ],
