@@ -7,6 +7,8 @@ user turn. Behaviour is scripted by model name:
 - ``status-NNN``: that status with Anthropic's error body (429 with ``retry-after``);
 - ``slow-*``: streams ten words with ``stream_delay`` between them;
 - ``midstream-error``: streams one word, then an ``overloaded_error`` event;
+- ``drop-*``: streams two words, then drops the connection;
+- ``overloaded-at-start``: ``message_start``, then an ``overloaded_error`` event;
 - ``refuse-*``: ``stop_reason: refusal``;
 - ``cached-*``: usage with cache reads and writes;
 - ``tool-*`` (or any request whose ``tool_choice`` forces a tool): answers with a
@@ -97,7 +99,7 @@ class FakeAnthropic(FakeServer):
                     'top-level `system` parameter, not "system" as an input message role.'
                 )
             if role == previous:
-                return "messages: roles must alternate between \"user\" and \"assistant\""
+                return 'messages: roles must alternate between "user" and "assistant"'
             previous = role
             content = message.get("content")
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
@@ -110,9 +112,7 @@ class FakeAnthropic(FakeServer):
                         f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
                         "immediately after"
                     )
-                last_result = max(
-                    j for j, b in enumerate(blocks) if b.get("type") == "tool_result"
-                )
+                last_result = max(j for j, b in enumerate(blocks) if b.get("type") == "tool_result")
                 if any(b.get("type") != "tool_result" for b in blocks[:last_result]):
                     return f"messages.{i}: tool_result blocks must come first"
             pending_tools = {b["id"] for b in blocks if b.get("type") == "tool_use"}
@@ -131,7 +131,12 @@ class FakeAnthropic(FakeServer):
             return denied
         await self.record(request)
         data = [
-            {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
+            {
+                "type": "model",
+                "id": name,
+                "display_name": name,
+                "created_at": "2025-01-01T00:00:00Z",
+            }
             for name in ("claude-sonnet-4-5", "claude-haiku-4-5")
         ]
         return web.json_response(
@@ -160,7 +165,7 @@ class FakeAnthropic(FakeServer):
             if isinstance(result, list):
                 result = " ".join(b.get("text", "") for b in result)
             reply = f"The tool said: {result}"
-        elif model.startswith("slow") or model == "midstream-error":
+        elif model.startswith(("slow", "drop")) or model == "midstream-error":
             reply = "".join(SLOW_WORDS).strip()
         elif model.startswith("refuse"):
             reply = "I can't help with that."
@@ -263,6 +268,12 @@ class FakeAnthropic(FakeServer):
                     }
                 },
             )
+            if model == "overloaded-at-start":
+                # What Anthropic does under load: 200, message_start, then an error event.
+                await send(
+                    "error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}
+                )
+                return response
             index = 0
             if plan["words"]:
                 await send(
@@ -271,11 +282,15 @@ class FakeAnthropic(FakeServer):
                 )
                 await send("ping", {})
                 for i, word in enumerate(plan["words"]):
-                    if model.startswith("slow") or model == "midstream-error":
+                    if model.startswith(("slow", "drop")) or model == "midstream-error":
                         await asyncio.sleep(self.stream_delay)
+                    if model.startswith("drop") and i == 2:
+                        request.transport.close()
+                        return response
                     if model == "midstream-error" and i == 1:
                         await send(
-                            "error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}
+                            "error",
+                            {"error": {"type": "overloaded_error", "message": "Overloaded"}},
                         )
                         return response
                     await send(

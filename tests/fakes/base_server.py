@@ -25,7 +25,7 @@ class Recorded:
     method: str
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: Any
 
 
@@ -103,7 +103,11 @@ class FakeServer:
         body = await request.json() if request.can_read_body else None
         self.requests.append(
             Recorded(
-                request.method, request.path, dict(request.query), dict(request.headers), body
+                request.method,
+                request.path,
+                dict(request.query),
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
             )
         )
         return body
