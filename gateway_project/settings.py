@@ -151,6 +151,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 55},
     },
     "billing-invoices": {"task": "billing.invoices_close", "schedule": crontab(minute=30, hour=1)},
+    # Free health probes (a models list); they also close circuits of recovered providers.
+    "providers-probe": {
+        "task": "providers.probe_all",
+        "schedule": env.float("GATEWAY_PROBE_SECONDS", default=60.0),
+        "options": {"expires": 50},
+    },
 }
 
 # --- auth, i18n, static -----------------------------------------------------

@@ -26,7 +26,9 @@ from apps.core.admin import (
     badge,
     enabled_badge,
 )
+from apps.core.errors import GatewayError
 from apps.providers.models import Deployment, Model, Provider
+from apps.providers.selectors import provider_health
 from apps.providers.services import (
     DEPLOYMENT_FIELDS,
     MODEL_FIELDS,
@@ -39,6 +41,7 @@ from apps.providers.services import (
     model_update,
     provider_create,
     provider_delete,
+    provider_sync_models,
     provider_test_connection,
     provider_update,
 )
@@ -138,6 +141,7 @@ class ProviderAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
         "credential_status",
         "status",
         "health",
+        "state",
         "last_check_at",
         "deployment_count",
     )
@@ -150,7 +154,7 @@ class ProviderAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     list_select_related = ("tenant",)
     search_fields = ("name", "base_url", "tenant__name")
     ordering = ("name",)
-    actions = ("test_connection",)
+    actions = ("test_connection", "sync_models")
     readonly_fields = (
         "credential_status",
         "health",
@@ -223,6 +227,45 @@ class ProviderAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="deployments", ordering="_deployments")
     def deployment_count(self, obj: Provider) -> int:
         return obj._deployments
+
+    def get_changelist_instance(self, request: HttpRequest):
+        # The page's health in one pass: one query for deployments, one Redis read.
+        changelist = super().get_changelist_instance(request)
+        health = provider_health(providers=list(changelist.result_list))
+        for provider in changelist.result_list:
+            provider.health_info = health.get(provider.pk)
+        return changelist
+
+    @admin.display(description="state")
+    def state(self, obj: Provider):
+        health = getattr(obj, "health_info", None) or provider_health(providers=[obj])[obj.pk]
+        colour = {"up": OK, "degraded": WARN, "down": BAD}.get(health.status, OFF)
+        open_circuits = sum(1 for s in health.circuits.values() if s != "closed")
+        details = [
+            f"{health.latency_ms:.0f} ms" if health.latency_ms is not None else "",
+            f"{open_circuits} open circuit(s)" if open_circuits else "",
+        ]
+        return format_html(
+            "{} <small>{}</small>", badge(health.status, colour), " · ".join(filter(None, details))
+        )
+
+    @admin.action(description="Sync models from the provider", permissions=("change",))
+    def sync_models(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            if not self.can_write(request, provider):
+                self.message_user(request, f"Not allowed to sync {provider.name}.", messages.ERROR)
+                continue
+            try:
+                created = provider_sync_models(provider=provider)
+            except GatewayError as exc:
+                self.message_user(request, f"{provider.name}: {exc.message}", messages.ERROR)
+                continue
+            names = ", ".join(m.name for m in created) or "none new"
+            self.message_user(
+                request,
+                f"{provider.name}: {len(created)} model(s) added, disabled until priced: {names}",
+                messages.SUCCESS,
+            )
 
     # --- writes ----------------------------------------------------------------
     def save_model(self, request: HttpRequest, obj: Provider, form, change: bool) -> None:

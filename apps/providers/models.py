@@ -35,6 +35,7 @@ class Provider(TimeStampedModel):
     last_check_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_check_ok = models.BooleanField(null=True, editable=False)
     last_check_message = models.CharField(max_length=500, blank=True, editable=False)
+    last_check_latency_ms = models.FloatField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -204,3 +204,36 @@ def price_current(*, model: Model) -> Price | None:
     return (
         model.prices.filter(effective_from__lte=timezone.now()).order_by("-effective_from").first()
     )
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    status: str  # up | degraded | down | unknown
+    circuits: dict[int, str]
+    latency_ms: float | None
+
+
+def provider_health(*, providers: list[Provider]) -> dict[int, ProviderHealth]:
+    """Status from the last probe and the circuits of the provider's deployments."""
+    from apps.gateway.circuit import circuit_states_sync
+
+    deployments: dict[int, list[int]] = {}
+    for provider_id, dep_id in Deployment.objects.filter(provider__in=providers).values_list(
+        "provider_id", "pk"
+    ):
+        deployments.setdefault(provider_id, []).append(dep_id)
+    states = circuit_states_sync([d for ids in deployments.values() for d in ids])
+    result = {}
+    for provider in providers:
+        circuits = {d: states[d] for d in deployments.get(provider.pk, [])}
+        open_count = sum(1 for s in circuits.values() if s != "closed")
+        if provider.last_check_ok is False or (circuits and open_count == len(circuits)):
+            status = "down"
+        elif open_count:
+            status = "degraded"
+        elif provider.last_check_ok:
+            status = "up"
+        else:
+            status = "unknown"
+        result[provider.pk] = ProviderHealth(status, circuits, provider.last_check_latency_ms)
+    return result

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -96,13 +98,38 @@ def provider_delete(*, provider: Provider) -> None:
 
 
 def provider_test_connection(*, provider: Provider) -> tuple[bool, str]:
-    """Call the provider's free check endpoint and remember the outcome on the provider."""
+    """Probe the provider and remember the outcome, its latency, and close its circuits
+    when it answers.
+
+    The probe costs nothing by default (the provider's models list or similar free
+    endpoint). ``options.probe = {"model": "...", "paid": true}`` sends instead a
+    one-token chat request, tagged ``x-gateway-probe: 1`` and never billed to a tenant.
+    """
+    started = time.perf_counter()
     try:
         target = provider_target(provider=provider)
+        adapter = registry.get(provider.kind)
+        probe = (provider.options or {}).get("probe") or {}
 
         async def check() -> str:
             try:
-                return await registry.get(provider.kind).check(target)
+                if probe.get("paid") and probe.get("model"):
+                    paid = dataclasses.replace(
+                        target,
+                        upstream_model=probe["model"],
+                        options={
+                            **target.options,
+                            "headers": {
+                                **(target.options.get("headers") or {}),
+                                "x-gateway-probe": "1",
+                            },
+                        },
+                    )
+                    await adapter.chat(
+                        paid, {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+                    )
+                    return f"ok: {probe['model']} answered a one-token probe"
+                return await adapter.check(target)
             finally:
                 await close_clients()
 
@@ -112,10 +139,46 @@ def provider_test_connection(*, provider: Provider) -> tuple[bool, str]:
         ok, message = False, exc.message
     except Exception as exc:  # a misconfigured credential reference, a bad URL …
         ok, message = False, f"{type(exc).__name__}: {exc}"
+    latency = round((time.perf_counter() - started) * 1000, 2)
     Provider.objects.filter(pk=provider.pk).update(
-        last_check_at=timezone.now(), last_check_ok=ok, last_check_message=message[:500]
+        last_check_at=timezone.now(),
+        last_check_ok=ok,
+        last_check_message=message[:500],
+        last_check_latency_ms=latency if ok else None,
     )
+    if ok:
+        from apps.gateway.circuit import circuits_close_sync
+
+        circuits_close_sync(list(provider.deployments.values_list("pk", flat=True)))
     return ok, message
+
+
+def provider_sync_models(*, provider: Provider) -> list[Model]:
+    """Create a disabled model (and its deployment) for every upstream model the provider
+    lists that it does not serve yet; an admin sets prices and enables them."""
+
+    async def listing() -> list[str]:
+        try:
+            return await registry.get(provider.kind).list_models(provider_target(provider=provider))
+        finally:
+            await close_clients()
+
+    names = asyncio.run(listing())
+    served = set(provider.deployments.values_list("upstream_model", flat=True))
+    created = []
+    with transaction.atomic():
+        for name in sorted(set(names) - served):
+            model = Model.objects.filter(tenant=provider.tenant, name=name).first()
+            if model is None:
+                model = model_create(
+                    name=name,
+                    tenant=provider.tenant,
+                    enabled=False,
+                    description=f"Synced from provider {provider.name}: set prices, then enable.",
+                )
+                created.append(model)
+            deployment_create(model=model, provider=provider, upstream_model=name)
+    return created
 
 
 @transaction.atomic

@@ -12,3 +12,10 @@ def provider_check(provider_id: int) -> None:
     provider = Provider.objects.filter(pk=provider_id).first()
     if provider is not None:
         provider_test_connection(provider=provider)
+
+
+@shared_task(name="providers.probe_all", ignore_result=True)
+def providers_probe_all() -> None:
+    """Periodic health probes (Celery beat): one task per enabled provider."""
+    for provider_id in Provider.objects.filter(enabled=True).values_list("pk", flat=True):
+        provider_check.delay(provider_id)

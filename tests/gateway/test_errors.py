@@ -207,7 +207,7 @@ def test_unknown_endpoint_and_wrong_method(gw):
         (422, 422, "upstream_invalid_request"),
         (429, 429, "upstream_rate_limited"),
         (500, 502, "upstream_error"),
-        (503, 502, "upstream_error"),
+        (503, 503, "upstream_unavailable"),
     ],
 )
 def test_upstream_error_statuses(gw, upstream_status, status, code):

@@ -77,6 +77,14 @@ def error_from_response(
             status=502,
             code="upstream_auth_error",
         )
+    if status in (503, 529):
+        return ProviderError(
+            f"provider {provider} is unavailable: {message}",
+            status=503,
+            retryable=True,
+            retry_after=retry_after,
+            code="upstream_unavailable",
+        )
     if status == 408 or status == 504:
         return ProviderError(
             f"provider {provider} timed out: {message}",
