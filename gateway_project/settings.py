@@ -151,6 +151,10 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 55},
     },
     "billing-invoices": {"task": "billing.invoices_close", "schedule": crontab(minute=30, hour=1)},
+    "billing-invoice-drafts": {
+        "task": "billing.invoices_draft",
+        "schedule": crontab(minute=45, hour=1),
+    },
     # Free health probes (a models list); they also close circuits of recovered providers.
     "providers-probe": {
         "task": "providers.probe_all",
@@ -240,6 +244,10 @@ GATEWAY_CONFIG_POLL_SECONDS = env.float("GATEWAY_CONFIG_POLL_SECONDS", default=1
 GATEWAY_LOG_LEVEL = env.str("GATEWAY_LOG_LEVEL", default="INFO")
 # Resilience: retries (backoff with full jitter), Retry-After honoured up to a cap, and
 # circuit breakers per deployment.
+GATEWAY_SIGNATURE_MAX_SKEW = env.int("GATEWAY_SIGNATURE_MAX_SKEW", default=300)
+# Proxies whose X-Forwarded-For is believed for a key's IP allowlist (CIDRs).
+GATEWAY_TRUSTED_PROXIES = env.list("GATEWAY_TRUSTED_PROXIES", default=[])
+GATEWAY_MAX_JSON_DEPTH = env.int("GATEWAY_MAX_JSON_DEPTH", default=64)
 GATEWAY_DEFAULT_RETRIES = env.int("GATEWAY_DEFAULT_RETRIES", default=2)
 GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=0.25)
 GATEWAY_RETRY_MAX_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_MAX_BACKOFF_SECONDS", default=4.0)

@@ -109,6 +109,7 @@ def start_server(
             "--log-level",
             "warning",
             "--no-access-log",
+            "--no-proxy-headers",
         ]
     else:
         cmd = [

@@ -38,6 +38,7 @@ class Request:
     body: bytes
     request_id: str
     params: dict[str, str] = field(default_factory=dict)
+    path_with_query: str = ""  # as the client sent it (what request signatures cover)
 
 
 After = Callable[[], Awaitable[None]]
@@ -144,6 +145,13 @@ class Router:
         return handler, params
 
 
+def _path_with_query(scope: dict) -> str:
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope["path"]
+    query = scope.get("query_string") or b""
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
 async def read_body(receive: Callable, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -203,6 +211,7 @@ class GatewayASGI:
             body=body,
             request_id=request_id,
             params=params,
+            path_with_query=_path_with_query(scope),
         )
         # The handler runs beside a watcher: a client that goes away cancels the work,
         # which closes the upstream request.

@@ -26,7 +26,29 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json")
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    _check_structure(body, settings.GATEWAY_MAX_JSON_DEPTH)
     return body
+
+
+def _check_structure(value: Any, limit: int) -> None:
+    """Refuse absurdly nested JSON (a cheap denial of service for whatever walks it later)
+    and NUL characters (which providers and databases choke on)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise InvalidRequest(
+                f"The request body is nested deeper than {limit} levels.", code="invalid_json"
+            )
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, str):
+                if "\x00" in child:
+                    raise InvalidRequest(
+                        "The request body contains a NUL character.", code="invalid_value"
+                    )
+            elif isinstance(child, dict | list):
+                stack.append((child, depth + 1))
 
 
 def _type_name(value: Any) -> str:

@@ -16,7 +16,7 @@ import orjson
 from apps.core.errors import GatewayError
 from apps.gateway import pipeline
 from apps.gateway.accounting import request_finished, spawn
-from apps.gateway.auth import authenticate
+from apps.gateway.auth import authenticate_request
 from apps.gateway.http import (
     Request,
     Response,
@@ -76,7 +76,7 @@ async def _run(ctx: CallContext, call: Awaitable[dict[str, Any]]) -> Response:
 
 @router.route("/v1/chat/completions", "POST")
 async def chat_completions(request: Request) -> Response | StreamingResponse:
-    key = await authenticate(request.headers)
+    key = await authenticate_request(request)
     body = validate_chat(parse_json_object(request.body))
     ctx = CallContext(
         request_id=request.request_id,
@@ -136,7 +136,7 @@ async def _sse(
 
 @router.route("/v1/embeddings", "POST")
 async def embeddings(request: Request) -> Response:
-    key = await authenticate(request.headers)
+    key = await authenticate_request(request)
     body = validate_embeddings(parse_json_object(request.body))
     ctx = CallContext(
         request_id=request.request_id, key=key, endpoint="embeddings", requested_model=body["model"]
@@ -146,13 +146,13 @@ async def embeddings(request: Request) -> Response:
 
 @router.route("/v1/models", "GET")
 async def models_list(request: Request) -> Response:
-    key = await authenticate(request.headers)
+    key = await authenticate_request(request)
     routes = await pipeline.models_visible(key)
     return json_response({"object": "list", "data": [pipeline.model_object(r) for r in routes]})
 
 
 @router.route("/v1/models/", "GET", param="model")
 async def models_retrieve(request: Request) -> Response:
-    key = await authenticate(request.headers)
+    key = await authenticate_request(request)
     route = await pipeline.model_get(key, unquote(request.params["model"]))
     return json_response(pipeline.model_object(route))

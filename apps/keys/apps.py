@@ -12,3 +12,8 @@ class KeysConfig(AppConfig):
         from apps.tenants.models import Membership, Tenant
 
         watch_routing(ApiKey, Tenant, Membership)
+
+        from apps.billing.recorder import recorder
+        from apps.keys.usage import keys_touch
+
+        recorder.on_written(keys_touch)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -28,6 +31,16 @@ class ApiKey(TimeStampedModel):
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, db_index=True, editable=False)
     secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # Rotation: the previous secret keeps working until previous_secret_expires_at.
+    previous_secret_hash = models.CharField(
+        max_length=64, blank=True, db_index=True, editable=False
+    )
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    ip_allowlist = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="CIDR ranges the key may be used from; empty means anywhere.",
+    )
     scopes = models.JSONField(default=default_scopes, blank=True)
     allowed_models = models.JSONField(
         default=list, blank=True, help_text="Model names this key may use; empty means all."
@@ -60,6 +73,17 @@ class ApiKey(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def clean(self) -> None:
+        super().clean()
+        errors = []
+        for entry in self.ip_allowlist or []:
+            try:
+                ipaddress.ip_network(str(entry), strict=False)
+            except ValueError:
+                errors.append(f"{entry!r} is not an IP address or CIDR range")
+        if errors:
+            raise ValidationError({"ip_allowlist": errors})
 
     @property
     def is_revoked(self) -> bool:

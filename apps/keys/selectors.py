@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.utils import timezone
 
+from apps.core import crypto
 from apps.keys.models import ApiKey
 from apps.keys.secrets import hash_secret
 
 
 def key_get_by_secret(*, secret: str) -> ApiKey | None:
-    """The key a presented secret belongs to, active or not (callers decide)."""
-    return ApiKey.objects.select_related("tenant").filter(secret_hash=hash_secret(secret)).first()
+    """The key a presented secret belongs to, active or not (callers decide); a rotated-out
+    secret still counts during its grace period."""
+    digest = hash_secret(secret)
+    return (
+        ApiKey.objects.select_related("tenant")
+        .filter(
+            Q(secret_hash=digest)
+            | Q(previous_secret_hash=digest, previous_secret_expires_at__gt=timezone.now())
+        )
+        .first()
+    )
 
 
 def key_list(*, tenant_ids: list[int] | None) -> QuerySet[ApiKey]:
@@ -41,13 +53,27 @@ class KeyInfo:
     revoked: bool
     tenant_active: bool
     require_signature: bool
-    signing_secret_encrypted: str
+    signing_secret: str | None
+    ip_networks: tuple = ()
 
 
 def key_info_get(*, secret_hash: str) -> KeyInfo | None:
-    key = ApiKey.objects.select_related("tenant").filter(secret_hash=secret_hash).first()
+    """The key a secret hash belongs to: its current secret, or its previous one while the
+    rotation grace period lasts (then the key expires, for that secret, when it ends)."""
+    now = timezone.now()
+    key = (
+        ApiKey.objects.select_related("tenant")
+        .filter(
+            Q(secret_hash=secret_hash)
+            | Q(previous_secret_hash=secret_hash, previous_secret_expires_at__gt=now)
+        )
+        .first()
+    )
     if key is None:
         return None
+    expires = key.expires_at
+    if key.secret_hash != secret_hash:
+        expires = min(filter(None, [expires, key.previous_secret_expires_at]))
     return KeyInfo(
         id=key.pk,
         tenant_id=key.tenant_id,
@@ -63,9 +89,14 @@ def key_info_get(*, secret_hash: str) -> KeyInfo | None:
         tenant_tpm=key.tenant.tpm,
         tenant_max_concurrent=key.tenant.max_concurrent,
         limits_bypass=key.limits_bypass,
-        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        expires_at=expires.timestamp() if expires else None,
         revoked=key.revoked_at is not None,
         tenant_active=key.tenant.is_active,
         require_signature=key.require_signature,
-        signing_secret_encrypted=key.signing_secret_encrypted,
+        signing_secret=crypto.decrypt(key.signing_secret_encrypted)
+        if key.signing_secret_encrypted
+        else None,
+        ip_networks=tuple(
+            ipaddress.ip_network(str(n), strict=False) for n in key.ip_allowlist or ()
+        ),
     )

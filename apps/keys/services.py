@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -55,6 +55,7 @@ def key_create(
     tpm: int | None = None,
     max_concurrent: int | None = None,
     limits_bypass: bool = False,
+    ip_allowlist: list[str] | None = None,
     expires_at: datetime | None = None,
     secret: str | None = None,
     signing_secret: str | None = None,
@@ -81,6 +82,7 @@ def key_create(
         tpm=tpm,
         max_concurrent=max_concurrent,
         limits_bypass=limits_bypass,
+        ip_allowlist=list(ip_allowlist or []),
         expires_at=expires_at,
         require_signature=require_signature,
         metadata=metadata or {},
@@ -107,6 +109,7 @@ def key_update(*, key: ApiKey, **fields: object) -> ApiKey:
         "tpm",
         "max_concurrent",
         "limits_bypass",
+        "ip_allowlist",
         "expires_at",
         "require_signature",
         "metadata",
@@ -151,6 +154,34 @@ def key_set_secret(*, key: ApiKey, secret: str) -> ApiKey:
     key.save(update_fields=["secret_hash", "prefix", "updated_at"])
     config_changed()
     return key
+
+
+@transaction.atomic
+def key_rotate(*, key: ApiKey, grace_seconds: int = 86_400) -> CreatedKey:
+    """Give the key a new secret. The old one keeps working for ``grace_seconds`` (0: stops
+    at once), so clients can be redeployed without downtime. Returns the new secret once."""
+    if key.revoked_at is not None:
+        raise InvalidRequest("a revoked key cannot be rotated", code="key_revoked")
+    if grace_seconds < 0:
+        raise InvalidRequest("grace_seconds cannot be negative", param="grace_seconds")
+    plain = generate_secret()
+    if grace_seconds:
+        key.previous_secret_hash = key.secret_hash
+        key.previous_secret_expires_at = timezone.now() + timedelta(seconds=grace_seconds)
+    else:
+        key.previous_secret_hash, key.previous_secret_expires_at = "", None
+    key.secret_hash, key.prefix = hash_secret(plain), display_prefix(plain)
+    key.save(
+        update_fields=[
+            "secret_hash",
+            "prefix",
+            "previous_secret_hash",
+            "previous_secret_expires_at",
+            "updated_at",
+        ]
+    )
+    config_changed()
+    return CreatedKey(key=key, secret=plain)
 
 
 @transaction.atomic
