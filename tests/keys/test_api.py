@@ -373,3 +373,45 @@ def test_pagination(world):
     page = client.get(f"{LIST}?limit=2&offset=1").json()
     assert page["count"] == 5 and len(page["results"]) == 2 and page["next"] and page["previous"]
     assert len(client.get(f"{LIST}?limit={2**70}").json()["results"]) == 5
+
+
+@pytest.mark.django_db
+def test_rotate_returns_the_new_secret_once_and_keeps_the_old_one_for_the_grace(admin_client):
+    from apps.keys.selectors import key_get_by_secret
+    from apps.keys.services import key_create
+    from tests.tenants.factories import TenantFactory
+
+    created = key_create(tenant=TenantFactory(), name="rotating")
+    response = admin_client.post(
+        f"/api/v1/keys/{created.key.pk}/rotate/", {"grace_seconds": 3600}, content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+    new_secret = response.json()["secret"]
+    assert new_secret != created.secret and response.json()["previous_secret_expires_at"]
+    assert key_get_by_secret(secret=new_secret).pk == created.key.pk
+    assert key_get_by_secret(secret=created.secret).pk == created.key.pk  # grace period
+    detail = admin_client.get(f"/api/v1/keys/{created.key.pk}/").json()
+    assert "secret" not in detail and new_secret not in str(detail)
+    immediate = admin_client.post(
+        f"/api/v1/keys/{created.key.pk}/rotate/", {"grace_seconds": 0}, content_type="application/json"
+    )
+    assert key_get_by_secret(secret=new_secret) is None
+    assert key_get_by_secret(secret=immediate.json()["secret"]).pk == created.key.pk
+    bad = admin_client.post(
+        f"/api/v1/keys/{created.key.pk}/rotate/", {"grace_seconds": -1}, content_type="application/json"
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "grace_seconds"
+
+
+@pytest.mark.django_db
+def test_ip_allowlist_is_validated(admin_client):
+    from apps.keys.services import key_create
+    from tests.tenants.factories import TenantFactory
+
+    created = key_create(tenant=TenantFactory(), name="net")
+    ok = admin_client.patch(f"/api/v1/keys/{created.key.pk}/", {"ip_allowlist": ["10.0.0.0/8"]},
+                            content_type="application/json")
+    assert ok.status_code == 200 and ok.json()["ip_allowlist"] == ["10.0.0.0/8"]
+    bad = admin_client.patch(f"/api/v1/keys/{created.key.pk}/", {"ip_allowlist": ["not-an-ip"]},
+                             content_type="application/json")
+    assert bad.status_code == 400

@@ -35,7 +35,11 @@ class KeySerializer(serializers.ModelSerializer):
             "allowed_models",
             "rpm",
             "tpm",
+            "max_concurrent",
+            "ip_allowlist",
+            "limits_bypass",
             "expires_at",
+            "previous_secret_expires_at",
             "revoked_at",
             "last_used_at",
             "is_active",
@@ -84,8 +88,29 @@ class KeyUpdateSerializer(serializers.Serializer):
     tpm = serializers.IntegerField(
         min_value=1, allow_null=True, required=False, help_text="Tokens per minute; null: no limit."
     )
+    max_concurrent = serializers.IntegerField(
+        min_value=1,
+        allow_null=True,
+        required=False,
+        help_text="Requests in flight at once; null: no limit.",
+    )
+    ip_allowlist = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text="CIDR ranges the key may be used from; empty means anywhere.",
+    )
     expires_at = serializers.DateTimeField(allow_null=True, required=False)
     metadata = serializers.DictField(required=False)
+
+    def validate_ip_allowlist(self, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise serializers.ValidationError(f"{entry!r} is not an IP address or CIDR range.")
+        return value
 
     def validate_expires_at(self, value):
         if value is not None and value <= timezone.now():
@@ -99,4 +124,13 @@ class KeyCreateSerializer(TenantOwnedCreateSerializer, KeyUpdateSerializer):
         child=serializers.ChoiceField(choices=Scope.choices),
         default=lambda: [Scope.INFERENCE.value],
         help_text=SCOPE_HELP + " Default: [inference].",
+    )
+
+
+class KeyRotateSerializer(serializers.Serializer):
+    grace_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=30 * 86_400,
+        default=86_400,
+        help_text="How long the old secret keeps working (0: it stops at once).",
     )

@@ -9,12 +9,20 @@ from apps.keys.api import schema  # noqa: F401  (documents key authentication)
 from apps.keys.api.serializers import (
     KeyCreatedSerializer,
     KeyCreateSerializer,
+    KeyRotateSerializer,
     KeySerializer,
     KeyUpdateSerializer,
 )
 from apps.keys.models import ApiKey
 from apps.keys.selectors import key_list
-from apps.keys.services import CreatedKey, key_create, key_delete, key_revoke, key_update
+from apps.keys.services import (
+    CreatedKey,
+    key_create,
+    key_delete,
+    key_revoke,
+    key_rotate,
+    key_update,
+)
 from apps.tenants.access import access_for_request
 from apps.tenants.api.base import (
     TENANT_PARAM,
@@ -78,3 +86,27 @@ class KeyRevokeApi(generics.GenericAPIView):
         with model_errors_as_validation():
             key = key_revoke(key=key)
         return Response(self.get_serializer(key).data)
+
+
+class KeyRotateApi(generics.GenericAPIView):
+    """Give a key a new secret, shown once; the old one keeps working for a grace period."""
+
+    serializer_class = KeyRotateSerializer
+    parser_classes = [JSONParser]
+
+    def get_queryset(self):
+        return key_list(tenant_ids=access_for_request(self.request).tenant_ids)
+
+    @extend_schema(
+        operation_id="keys_rotate",
+        summary="Rotate a key's secret",
+        request=KeyRotateSerializer,
+        responses={200: KeyCreatedSerializer, **error_responses(400, 401, 403, 404)},
+    )
+    def post(self, request, *args, **kwargs) -> Response:
+        key = self.get_object()
+        serializer = KeyRotateSerializer(data=request.data or {})
+        serializer.is_valid(raise_exception=True)
+        with model_errors_as_validation():
+            rotated = key_rotate(key=key, grace_seconds=serializer.validated_data["grace_seconds"])
+        return Response(KeyCreatedSerializer(rotated, context=self.get_serializer_context()).data)
