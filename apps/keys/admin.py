@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from apps.core.admin import BAD, OK, WARN, CommaSeparatedField, adopt_saved, badge
 from apps.keys.models import DEFAULT_SCOPES, ApiKey, Scope
-from apps.keys.services import key_create, key_delete, key_revoke, key_update
+from apps.keys.services import key_create, key_delete, key_revoke, key_rotate, key_update
 from apps.tenants.admin_mixins import TenantScopedAdminMixin
 
 EDITABLE = (
@@ -122,7 +122,7 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
     search_fields = ("name", "prefix", "tenant__name")
     ordering = ("tenant__name", "name")
     date_hierarchy = "created_at"
-    actions = ("revoke_selected",)
+    actions = ("revoke_selected", "rotate_selected")
     readonly_fields = (
         "prefix_display",
         "status",
@@ -212,10 +212,21 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             return super().response_add(request, obj, post_url_continue)
         secret, signing_secret = one_time
         self.message_user(request, f"The API key “{obj}” was created.", messages.SUCCESS)
+        return self._secret_page(request, obj, secret, signing_secret, title="Your new API key")
+
+    def _secret_page(
+        self,
+        request: HttpRequest,
+        obj: ApiKey,
+        secret: str,
+        signing_secret: str | None,
+        *,
+        title: str,
+    ) -> HttpResponse:
         opts = self.opts
         context = {
             **self.admin_site.each_context(request),
-            "title": "Your new API key",
+            "title": title,
             "subtitle": None,
             "opts": opts,
             "key": obj,
@@ -264,6 +275,32 @@ class ApiKeyAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
             self.message_user(request, f"Already revoked: {_names(already)}.", messages.WARNING)
         if denied:
             self.message_user(request, f"Not allowed to revoke: {_names(denied)}.", messages.ERROR)
+
+    @admin.action(
+        description="Rotate the selected key (old secret valid 24 h)", permissions=("change",)
+    )
+    def rotate_selected(
+        self, request: HttpRequest, queryset: QuerySet[ApiKey]
+    ) -> HttpResponse | None:
+        keys = list(queryset[:2])
+        if len(keys) != 1:
+            self.message_user(
+                request, "Rotate one key at a time: its new secret is shown once.", messages.WARNING
+            )
+            return None
+        key = keys[0]
+        if not self.can_write(request, key) or key.is_revoked:
+            self.message_user(request, f"Cannot rotate {key}.", messages.ERROR)
+            return None
+        rotated = key_rotate(key=key, grace_seconds=86_400)
+        self.message_user(
+            request,
+            f"Rotated {key}: the previous secret keeps working for 24 hours.",
+            messages.SUCCESS,
+        )
+        return self._secret_page(
+            request, rotated.key, rotated.secret, None, title="The key's new secret"
+        )
 
 
 def _names(keys: list[Any]) -> str:

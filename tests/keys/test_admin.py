@@ -463,3 +463,24 @@ def test_saving_for_a_tenant_without_write_access_is_refused(rf):
     form = model_admin.get_form(request)(add_data(b))
     assert form.is_valid()
     assert model_admin.save_form(request, form, change=False).tenant == b
+
+
+@pytest.mark.django_db
+def test_rotate_action_shows_the_new_secret_once(admin_client):
+    from apps.keys.selectors import key_get_by_secret
+    from apps.keys.services import key_create
+    from tests.tenants.factories import TenantFactory
+
+    created = key_create(tenant=TenantFactory(), name="to-rotate")
+    response = admin_client.post(
+        "/admin/keys/apikey/", {"action": "rotate_selected", "_selected_action": [created.key.pk]}
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "The key&#x27;s new secret" in html or "new secret" in html
+    import re
+
+    new_secret = re.search(r'data-testid="api-key-secret">(gw-[^<]+)<', html).group(1)
+    assert key_get_by_secret(secret=new_secret).pk == created.key.pk
+    assert key_get_by_secret(secret=created.secret).pk == created.key.pk  # 24 h grace
+    assert new_secret not in admin_client.get(f"/admin/keys/apikey/{created.key.pk}/change/").content.decode()
