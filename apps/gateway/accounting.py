@@ -19,6 +19,8 @@ from asgiref.sync import sync_to_async
 from apps.billing.limits import NANO, Crossing, admitter
 from apps.billing.pricing import cost_usd, price_at
 from apps.billing.recorder import recorder
+from apps.gateway import metrics
+from apps.gateway.live import publish_request
 from apps.gateway.pipeline import CallContext
 
 logger = logging.getLogger("gateway.request")
@@ -39,7 +41,7 @@ def usage_row(ctx: CallContext, *, status: int, error_code: str | None, cost: De
         "created_at": datetime.fromtimestamp(ctx.started_at, UTC),
         "request_id": ctx.request_id,
         "tenant_id": ctx.key.tenant_id,
-        "key_id": ctx.key.id,
+        "key_id": ctx.key.id or None,  # 0: a signed-in user (principals.py), no key row
         "key_prefix": ctx.key.prefix,
         "endpoint": ctx.endpoint,
         "requested_model": ctx.requested_model,
@@ -73,6 +75,7 @@ async def request_finished(ctx: CallContext, *, status: int, error_code: str | N
     cost = cost_usd(price, usage) if usage.total_tokens else Decimal(0)
     row = usage_row(ctx, status=status, error_code=error_code, cost=cost)
     recorder.add(row)
+    publish_request(ctx, row)
     crossings: list[Crossing] = []
     if ctx.admission is not None:
         try:
@@ -103,6 +106,18 @@ async def request_finished(ctx: CallContext, *, status: int, error_code: str | N
             "cost_usd": format(cost, "f"),
             "attempts": len(ctx.attempts),
         },
+    )
+    metrics.observe(
+        provider=row["provider"],
+        model=row["served_model"] or ctx.requested_model,
+        status=status,
+        error_code=error_code,
+        seconds=row["latency_ms"] / 1000,
+        ttft=row["ttft_ms"] / 1000 if row["ttft_ms"] is not None else None,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost=float(cost),
+        cache_hit=row["cache_hit"],
     )
     for crossing in crossings:
         level = alert_level(crossing)
