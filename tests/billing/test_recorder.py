@@ -18,8 +18,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def row(tenant_id: int, **extra) -> dict:
     return {
-        "record_id": uuid.uuid4(), "created_at": datetime.now(UTC), "request_id": "r", "tenant_id": tenant_id,
-        "key_id": None, "requested_model": "m", "status": 200, "cost_usd": Decimal("0.000001"), **extra,
+        "record_id": uuid.uuid4(),
+        "created_at": datetime.now(UTC),
+        "request_id": "r",
+        "tenant_id": tenant_id,
+        "key_id": None,
+        "requested_model": "m",
+        "status": 200,
+        "cost_usd": Decimal("0.000001"),
+        **extra,
     }
 
 
@@ -43,7 +50,9 @@ def test_a_rejected_row_goes_to_the_dead_letter_file_and_the_rest_are_written(se
     recorder._pending = [row(tenant.pk), orphan, row(tenant.pk)]
     recorder.flush_sync()
     assert UsageRecord.objects.count() == 2
-    rejected = [orjson.loads(line) for line in (tmp_path / "usage-rejected.jsonl").read_bytes().splitlines()]
+    rejected = [
+        orjson.loads(line) for line in (tmp_path / "usage-rejected.jsonl").read_bytes().splitlines()
+    ]
     assert [r["request_id"] for r in rejected] == ["orphan"]
     assert recorder.pending() == []
 
@@ -54,7 +63,9 @@ def test_spilled_rows_are_imported_by_the_next_flush(settings, tmp_path):
     tenant = TenantFactory()
     recorder = UsageRecorder()
     recorder._pending = [row(tenant.pk)]
-    recorder._spill([row(tenant.pk, request_id="spilled")])  # what add() does when the buffer is full
+    recorder._spill(
+        [row(tenant.pk, request_id="spilled")]
+    )  # what add() does when the buffer is full
     assert (tmp_path / "usage-spill.jsonl").exists()
     recorder.flush_sync()
     assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {"r", "spilled"}

@@ -111,7 +111,7 @@ def test_fall_through_records_every_attempt(gw):
         name="dead", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1"
     )
     model = model_create(
-        name="resilient", input_price_per_million="1", output_price_per_million="1"
+        name="resilient", input_price_per_million="1", output_price_per_million="1", retries=0
     )
     deployment_create(model=model, provider=dead, upstream_model="gpt-4o-mini", priority=0)
     deployment_create(model=model, provider=gw.provider, upstream_model="gpt-4o-mini", priority=1)
