@@ -82,33 +82,32 @@ class LivePublisher:
 publisher = LivePublisher()
 
 
-def publish_request(
-    ctx: CallContext, *, endpoint: str, status: int, error_code: str | None = None
-) -> None:
-    """One finished request for the live-traffic page: what its log line says, no content."""
-    usage = ctx.usage or {}
-    cost = ctx.cost
+def publish_request(ctx: CallContext, row: dict[str, Any]) -> None:
+    """One finished request for the live-traffic page: its usage row, minus nothing secret.
+
+    ``row`` is what ``request_finished`` records (``accounting.usage_row``); prompts and
+    answers are never part of it.
+    """
+    cost = row.get("cost_usd")
     publisher.publish(
         {
             "ts": time.time(),
             "server": SERVER,
-            "request_id": ctx.request_id,
-            "endpoint": endpoint,
-            "tenant_id": ctx.key.tenant_id,
+            "request_id": row.get("request_id"),
+            "endpoint": row.get("endpoint"),
+            "tenant_id": row.get("tenant_id"),
             "tenant": ctx.key.tenant_name,
-            "key_prefix": ctx.key.prefix,
-            "model": ctx.route.name if ctx.route else None,
-            "provider": ctx.deployment.target.provider_name if ctx.deployment else None,
-            "stream": ctx.stream,
-            "status": status,
-            "error_code": error_code,
-            "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 2),
-            "ttft_ms": round((ctx.first_token_at - ctx.started) * 1000, 2)
-            if ctx.first_token_at
-            else None,
-            "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens"),
-            "usage_estimated": bool(usage.get("estimated")),
+            "key_prefix": row.get("key_prefix"),
+            "model": row.get("served_model") or row.get("requested_model") or None,
+            "provider": row.get("provider") or None,
+            "stream": bool(row.get("streamed")),
+            "status": row.get("status"),
+            "error_code": row.get("error_code") or None,
+            "latency_ms": row.get("latency_ms"),
+            "ttft_ms": row.get("ttft_ms"),
+            "prompt_tokens": row.get("prompt_tokens"),
+            "completion_tokens": row.get("completion_tokens"),
+            "usage_estimated": bool(row.get("usage_estimated")),
             "cost_usd": format(cost, "f") if cost is not None else None,
         }
     )

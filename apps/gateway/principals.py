@@ -3,9 +3,9 @@
 The pipeline works on a :class:`KeyInfo`. A session principal is the small, explicit
 equivalent for a browser user: the tenant's id, name and tenant-wide limits, the
 inference scope, no model allowlist and no per-key limits (tenant limits, budgets and
-policies still apply, since they key on the tenant). No key row exists, so ``id`` is the
-user's id negated (never a real key's id, still one per user); ``prefix`` names the user,
-so log lines and the live-traffic page say who it was.
+policies still apply, since they key on the tenant). No key row exists: ``id`` is
+``SESSION_KEY_ID`` (0, which billing reads as "no key"), and ``prefix`` names the user,
+so usage records, log lines and the live-traffic page say who it was.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from apps.keys.models import Scope
 from apps.keys.selectors import KeyInfo
 from apps.tenants.access import access_for_user
 from apps.tenants.selectors import tenant_list
+
+SESSION_KEY_ID = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ def session_tenants(user) -> list[SessionTenant]:
 
 def session_principal(user, tenant: SessionTenant) -> KeyInfo:
     return KeyInfo(
-        id=-user.pk,
+        id=SESSION_KEY_ID,
         tenant_id=tenant.id,
         tenant_name=tenant.name,
         name=f"session:{user.get_username()}",
@@ -59,10 +61,10 @@ def session_principal(user, tenant: SessionTenant) -> KeyInfo:
         revoked=False,
         tenant_active=True,
         require_signature=False,
-        signing_secret_encrypted="",
+        signing_secret=None,
     )
 
 
 def is_session_principal(key: KeyInfo) -> bool:
     """True for a signed-in user's principal: there is no key row to attach usage to."""
-    return key.id <= 0
+    return key.id == SESSION_KEY_ID

@@ -10,11 +10,14 @@ import itertools
 import json
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 from aiohttp import web
 
+from apps.billing.models import UsageRecord
 from apps.providers.services import deployment_create, model_create, provider_create
+from apps.providers.tokens import estimate_prompt_tokens
 from tests.conftest import settle, start_server
 from tests.fakes.base_server import FakeServer
 from tests.gateway.wsclient import (
@@ -29,6 +32,7 @@ from tests.gateway.wsclient import (
     session_cookie,
     ws_connect,
 )
+from tests.keys.factories import make_key
 from tests.tenants.factories import MembershipFactory, TenantFactory, UserFactory
 
 pytestmark = pytest.mark.live
@@ -46,6 +50,7 @@ def tuned(live_server_process, tmp_path_factory):
         GATEWAY_WS_IDLE_TIMEOUT="2",
         GATEWAY_WS_SEND_TIMEOUT="5",
         GATEWAY_WS_MAX_FRAME_BYTES="65536",
+        GATEWAY_WS_MAX_STREAMS="2",
     )
     yield server
     server.stop()
@@ -56,6 +61,16 @@ def slow_upstream(fake_openai):
     fake_openai.stream_delay, fake_openai.stream_chunks = 0.05, 20
     yield fake_openai
     fake_openai.stream_delay, fake_openai.stream_chunks = 0.05, 20
+
+
+def wait_for_record(request_id: str, timeout: float = 10.0) -> UsageRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = UsageRecord.objects.filter(request_id=request_id).first()
+        if record is not None:
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"no usage record for {request_id}")
 
 
 def done_or_error(rid):
@@ -81,12 +96,16 @@ def test_key_auth_then_models_and_a_stream(gw):
     assert done["type"] == "chat.done", done
     assert "".join(d["delta"].get("content", "") for d in deltas) == "hello"
     assert done["finish_reason"] == "stop"
-    assert done["usage"]["prompt_tokens"] == 7
-    assert done["usage"]["completion_tokens"] == 1
+    prompt = estimate_prompt_tokens(USER)  # what the fake upstream reports
+    assert done["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": 1,
+        "total_tokens": prompt + 1,
+    }
     assert done["model"] == "gpt-4o-mini"
     assert done["request_id"].startswith("req_")
-    # 7 tokens in at $1/M plus 1 out at $2/M
-    assert done["cost_usd"] == "0.00000900"
+    # prices: $1/M in, $2/M out
+    assert Decimal(done["cost_usd"]) == (Decimal(prompt) + 2) / 1_000_000
 
 
 def test_bad_key_gets_an_error_frame_then_close_4401(gw):
@@ -97,6 +116,24 @@ def test_bad_key_gets_an_error_frame_then_close_4401(gw):
         assert frame["error"]["type"] == "authentication_error"
         assert frame["error"]["code"] == "invalid_api_key"
         assert close_code(ws) == 4401
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"ip_allowlist": ["10.0.0.0/8"]}, "ip_not_allowed"),
+        ({"scopes": ["management:read"]}, "insufficient_scope"),
+        ({"require_signature": True, "signing_secret": "s" * 32}, "signature_required"),
+    ],
+)
+def test_keys_the_http_path_would_refuse_close_4403(gw, fields, code):
+    key = make_key(gw.tenant, **fields)
+    with ws_connect(gw.url) as ws:
+        send(ws, {"type": "auth", "api_key": key.secret})
+        frame = recv(ws)
+        assert frame["type"] == "error"
+        assert frame["error"]["code"] == code
+        assert close_code(ws) == 4403
 
 
 def test_requests_before_auth_are_refused_without_closing(gw):
@@ -132,8 +169,15 @@ def test_session_auth_picks_the_only_tenant(gw):
         }
         send(ws, {"type": "chat.request", "id": "s1", "model": "gpt-4o-mini", "messages": USER})
         frames = recv_until(ws, done_or_error("s1"))
-    assert frames[-1]["type"] == "chat.done", frames[-1]
-    assert frames[-1]["usage"]["completion_tokens"] == 1
+    done = frames[-1]
+    assert done["type"] == "chat.done", done
+    assert done["usage"]["completion_tokens"] == 1
+    # recorded for the tenant, without a key, naming the user
+    record = wait_for_record(done["request_id"])
+    assert record.tenant_id == gw.tenant.pk
+    assert record.key_id is None
+    assert record.key_prefix == f"user:{user.pk}"
+    assert record.completion_tokens == 1
 
 
 def test_session_with_several_tenants_chooses_one(gw):
@@ -250,6 +294,26 @@ def test_cancel_stops_upstream_and_accounts_the_partial_answer(gw, slow_upstream
     assert event["stream"] is True
 
 
+def test_a_cancel_right_behind_its_request_still_ends_it_once(gw, slow_upstream):
+    with ws_connect(gw.url) as ws:
+        authenticate(ws, gw.key.secret)
+        for i in range(5):
+            send(
+                ws, {"type": "chat.request", "id": f"q{i}", "model": "slow-model", "messages": USER}
+            )
+            send(ws, {"type": "chat.cancel", "id": f"q{i}"})
+        send(ws, {"type": "ping", "id": "end"})
+        finals = {}
+        deadline = time.monotonic() + 10
+        while len(finals) < 5 and time.monotonic() < deadline:
+            frame = recv(ws)
+            if frame["type"] in ("chat.done", "error"):
+                assert frame["id"] not in finals, frame
+                finals[frame["id"]] = frame
+    assert sorted(finals) == [f"q{i}" for i in range(5)]
+    assert {f["finish_reason"] for f in finals.values()} == {"cancelled"}
+
+
 def test_malformed_frames_get_errors_and_other_streams_continue(gw, slow_upstream):
     with ws_connect(gw.url) as ws:
         authenticate(ws, gw.key.secret)
@@ -262,7 +326,8 @@ def test_malformed_frames_get_errors_and_other_streams_continue(gw, slow_upstrea
         send(ws, {"type": "chat.request", "id": "ok", "model": "gpt-4o-mini", "messages": USER})
         send(ws, {"type": "chat.request", "id": "nomodel", "model": "no-such", "messages": USER})
         send(ws, {"type": "chat.request", "id": "", "model": "gpt-4o-mini", "messages": USER})
-        frames = recv_until(ws, done_or_error("ok"), timeout=10)
+        # the duplicate's error names "ok" too; the stream's own end is its chat.done
+        frames = recv_until(ws, lambda f: f["type"] == "chat.done", timeout=10)
     errors = [f for f in frames if f["type"] == "error"]
     assert [(e["id"], e["error"]["code"]) for e in errors] == [
         (None, "invalid_json"),
@@ -305,6 +370,24 @@ def test_oversized_frame_closes_1009(gw, tuned):
         frame = recv(ws)
         assert frame["error"]["code"] == "frame_too_large"
         assert close_code(ws) == 1009
+
+
+def test_streams_per_socket_are_capped(gw, tuned, slow_upstream):
+    with ws_connect(tuned.url) as ws:
+        authenticate(ws, gw.key.secret)
+        for rid in ("s1", "s2", "s3"):
+            send(ws, {"type": "chat.request", "id": rid, "model": "slow-model", "messages": USER})
+        refused = recv_until(ws, lambda f: f["type"] == "error")[-1]
+        assert refused["id"] == "s3"
+        assert refused["status"] == 429
+        assert refused["error"]["code"] == "too_many_streams"
+        done: set[str] = set()
+        recv_until(
+            ws,
+            lambda f: f["type"] == "chat.done" and not done.add(f["id"]) and len(done) == 2,
+            timeout=15,
+        )
+    assert done == {"s1", "s2"}
 
 
 def test_idle_socket_closes_4000(gw, tuned):

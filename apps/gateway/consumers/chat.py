@@ -1,9 +1,8 @@
-"""WebSocket consumers: streamed chat for frontends, and the admin's live-traffic feed.
+"""``/ws/v1/chat/``: streamed chat for frontends.
 
-The chat protocol, its limits and its close codes are written down in docs/websocket.md;
-this module follows it. A chat socket authenticates (session or key), then relays: each
-``chat.request`` runs as its own task through the same pipeline and accounting as the
-SSE path of ``/v1/chat/completions``, so several answers stream side by side.
+A chat socket authenticates (session or key), then relays: each ``chat.request`` runs as
+its own task through the same pipeline and accounting as the SSE path of
+``/v1/chat/completions``, so several answers stream side by side.
 
 Backpressure: frames go straight to the ASGI server's ``send``, which waits while the
 connection's write buffer is full; a stream task that waits there stops reading from the
@@ -14,10 +13,10 @@ frame that cannot be delivered within ``GATEWAY_WS_SEND_TIMEOUT`` ends the socke
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 import uuid
-from enum import IntEnum
 from typing import Any
 
 import orjson
@@ -35,97 +34,50 @@ from apps.core.errors import (
     PermissionDenied,
     RateLimited,
 )
-from apps.gateway import live, pipeline
+from apps.gateway import pipeline
 from apps.gateway.accounting import request_finished
-from apps.gateway.auth import authenticate
+from apps.gateway.auth import authenticate, client_ip
+from apps.gateway.consumers.frames import (
+    CLIENT_CANCELLED,
+    CLIENT_DISCONNECTED,
+    CLIENT_TOO_SLOW,
+    MAX_ID_LENGTH,
+    CloseCode,
+    SocketGone,
+    dumps,
+    error_frame,
+    frame_id,
+    frame_size,
+    usage_frame,
+)
+from apps.gateway.http import Request
 from apps.gateway.pipeline import CallContext
 from apps.gateway.principals import SessionTenant, session_principal, session_tenants
 from apps.gateway.validation import validate_chat
 from apps.keys.selectors import KeyInfo
-from apps.providers.tokens import estimate_prompt_tokens, estimate_tokens
-from apps.tenants.access import access_for_user
 
 logger = logging.getLogger("gateway.ws")
+_accounting: set[asyncio.Task] = set()
 
 
-class CloseCode(IntEnum):
-    """Why the server closed a socket (docs/websocket.md)."""
-
-    NORMAL = 1000
-    TOO_LARGE = 1009
-    INTERNAL_ERROR = 1011
-    IDLE_TIMEOUT = 4000
-    SLOW_READER = 4001
-    UNAUTHENTICATED = 4401
-    FORBIDDEN = 4403
-    AUTH_TIMEOUT = 4408
+def _account(ctx: CallContext, status: int, error_code: str | None) -> asyncio.Task:
+    """request_finished in its own task: a second cancellation cannot cut it short."""
+    task = asyncio.ensure_future(request_finished(ctx, status=status, error_code=error_code))
+    _accounting.add(task)
+    task.add_done_callback(_accounting.discard)
+    return task
 
 
-# Why a stream ended early, as request_finished records it (status 499).
-CLIENT_CANCELLED = "client_cancelled"
-CLIENT_DISCONNECTED = "client_disconnected"
-CLIENT_TOO_SLOW = "client_too_slow"
-
-MAX_ID_LENGTH = 128
-
-
-class SocketGone(Exception):
-    """The client left, or stopped reading: nothing more can be sent."""
-
-
-def _dumps(frame: dict[str, Any]) -> str:
-    return orjson.dumps(frame).decode()
-
-
-def error_frame(exc: GatewayError, request_id: Any = None) -> dict[str, Any]:
-    return {
-        "type": "error",
-        "id": request_id,
-        "status": exc.status,
-        "error": exc.to_dict()["error"],
-    }
-
-
-def _frame_size(raw: str | bytes) -> int:
-    if isinstance(raw, bytes):
-        return len(raw)
-    # A character is at most four UTF-8 bytes: encode only when the length is in doubt.
-    limit = settings.GATEWAY_WS_MAX_FRAME_BYTES
-    return len(raw) if len(raw) * 4 <= limit else len(raw.encode())
-
-
-def _delta_tokens(delta: dict[str, Any]) -> int:
-    """Tokens a delta carries, estimated: what a cancelled answer is charged for."""
-    count = 0
-    content = delta.get("content")
-    if isinstance(content, str):
-        count += estimate_tokens(content)
-    for call in delta.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            count += estimate_tokens(str(function.get("name") or ""))
-            count += estimate_tokens(str(function.get("arguments") or ""))
-    return count
-
-
-def _estimated_usage(body: dict[str, Any], completion_tokens: int) -> dict[str, Any]:
-    prompt = estimate_prompt_tokens(body.get("messages") or [])
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt + completion_tokens,
-        "estimated": True,
-    }
+def _ip_in(address: str | None, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address) if address else None
+    except ValueError:
+        return False
+    return ip is not None and any(ip in network for network in networks)
 
 
 def _request_id() -> str:
     return "req_" + uuid.uuid4().hex
-
-
-def _frame_id(frame: dict[str, Any]) -> str | int | None:
-    """The client's id, echoed on errors when it is a plain value."""
-    value = frame.get("id")
-    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -201,9 +153,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._handle(raw or "")
         except SocketGone:
             pass
+        except Exception:
+            # A bug or a backend outage (database, cache): say so, and end the socket.
+            logger.exception("websocket frame failed")
+            await self._fail(
+                GatewayError("Internal error; reconnect and retry.", code="internal_error"),
+                close=CloseCode.INTERNAL_ERROR,
+            )
 
     async def _handle(self, raw: str | bytes) -> None:
-        if _frame_size(raw) > settings.GATEWAY_WS_MAX_FRAME_BYTES:
+        if frame_size(raw) > settings.GATEWAY_WS_MAX_FRAME_BYTES:
             await self._fail(
                 PayloadTooLarge(
                     f"Frame larger than {settings.GATEWAY_WS_MAX_FRAME_BYTES} bytes.",
@@ -216,7 +175,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             await self._send_frame(
-                error_frame(InvalidRequest(f"The frame is not valid JSON: {exc}", code="invalid_json"))
+                error_frame(
+                    InvalidRequest(f"The frame is not valid JSON: {exc}", code="invalid_json")
+                )
             )
             return
         if not isinstance(frame, dict):
@@ -234,7 +195,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                         param="type",
                         code="unknown_type",
                     ),
-                    _frame_id(frame),
+                    frame_id(frame),
                 )
             )
             return
@@ -245,7 +206,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                         'Authenticate first: {"type": "auth", "api_key": "..."}.',
                         code="unauthenticated",
                     ),
-                    _frame_id(frame),
+                    frame_id(frame),
                 )
             )
             return
@@ -289,17 +250,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             chosen = next((t for t in tenants if t.name == wanted), None)
         if chosen is None:
-            await self._fail(
-                PermissionDenied(
-                    "Choose one of your tenants with 'tenant'."
-                    if wanted is None and tenants
-                    else f"You are not a member of an active tenant named {wanted!r}."
-                    if wanted is not None
-                    else "Your account belongs to no active tenant; use an API key.",
-                    param="tenant",
-                    code="tenant_required" if wanted is None and tenants else "tenant_forbidden",
+            if wanted is not None:
+                message, code = (
+                    f"You are not a member of an active tenant {wanted!r}.",
+                    "tenant_forbidden",
                 )
-            )
+            elif tenants:
+                message, code = (
+                    "You belong to several tenants: choose one with 'tenant'.",
+                    "tenant_required",
+                )
+            else:
+                message, code = (
+                    "Your account belongs to no active tenant; use an API key.",
+                    "no_tenant",
+                )
+            await self._fail(PermissionDenied(message, param="tenant", code=code))
             return
         self._use_session(chosen)
         await self._send_frame(self._auth_ok(tenants))
@@ -314,7 +280,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                         param="id",
                         code="invalid_id",
                     ),
-                    _frame_id(frame),
+                    frame_id(frame),
                 )
             )
             return
@@ -356,7 +322,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except GatewayError as exc:
             await self._send_frame(error_frame(exc, rid))
             return
-        self.streams[rid] = asyncio.create_task(self._stream(rid, body, key), name=f"ws-chat-{rid}")
+        task = asyncio.create_task(self._stream(rid, body, key), name=f"ws-chat-{rid}")
+        task.add_done_callback(lambda done: self._never_started(rid, done))
+        self.streams[rid] = task
 
     async def on_chat_cancel(self, frame: dict[str, Any]) -> None:
         # Idempotent: cancelling a finished or unknown request is not an error.
@@ -370,19 +338,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             key = await self._current_principal()
         except GatewayError as exc:
-            await self._fail(exc, request_id=_frame_id(frame))
+            await self._fail(exc, request_id=frame_id(frame))
             return
         routes = await pipeline.models_visible(key)
         await self._send_frame(
             {
                 "type": "models",
-                "id": _frame_id(frame),
+                "id": frame_id(frame),
                 "data": [pipeline.model_object(route) for route in routes],
             }
         )
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
-        await self._send_frame({"type": "pong", "id": _frame_id(frame)})
+        await self._send_frame({"type": "pong", "id": frame_id(frame)})
 
     # --- local events (posted by the watchdog and by stream tasks) -----------------
     async def gateway_close(self, message: dict[str, Any]) -> None:
@@ -397,15 +365,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send_quietly(message["error"])
         await self._close(code)
 
+    async def gateway_frame(self, message: dict[str, Any]) -> None:
+        await self._send_quietly(message["frame"])
+
     # --- streams ---------------------------------------------------------------
     async def _stream(self, rid: str, body: dict[str, Any], key: KeyInfo) -> None:
-        """One chat.request, start to finish: the WebSocket twin of the SSE path."""
-        ctx = CallContext(request_id=_request_id(), key=key, stream=True)
+        """One chat.request, start to finish: the WebSocket twin of the SSE path.
+
+        It ends with exactly one frame for ``rid``: ``chat.done`` (also after a
+        ``chat.cancel``, with ``finish_reason: "cancelled"``) or ``error``; none when the
+        socket is gone. ``request_finished`` runs exactly once, and before that last
+        frame is sent, so what the client sees has been accounted for.
+        """
+        ctx = CallContext(
+            request_id=_request_id(), key=key, requested_model=body["model"], stream=True
+        )
         status, error_code = 200, None
         final: dict[str, Any] | None = None
         opened: pipeline.OpenStream | None = None
         finish_reason: str | None = None
-        completion_tokens = 0
+        reraise = False
         try:
             opened = await pipeline.open_stream(ctx, body)
             async for chunk in opened.chunks():
@@ -416,29 +395,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     delta = choice.get("delta") or {}
                     if choice.get("finish_reason") and choice.get("index", 0) == 0:
                         finish_reason = choice["finish_reason"]
-                    if delta:
-                        completion_tokens += _delta_tokens(delta)
-                        await self._send_frame(
-                            {
-                                "type": "chat.delta",
-                                "id": rid,
-                                "index": choice.get("index", 0),
-                                "delta": delta,
-                            }
-                        )
+                    if not delta:
+                        continue
+                    if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+                        ctx.streamed_chunks += 1
+                    await self._send_frame(
+                        {
+                            "type": "chat.delta",
+                            "id": rid,
+                            "index": choice.get("index", 0),
+                            "delta": delta,
+                        }
+                    )
+            final = {"type": "chat.done"}
         except GatewayError as exc:
             status, error_code = exc.status, exc.code
             final = error_frame(exc, rid)
-        except SocketGone:
-            status, error_code = 499, self.cancel_reasons.get(rid, CLIENT_DISCONNECTED)
+        except SocketGone as exc:
+            status, error_code = 499, exc.reason
         except asyncio.CancelledError:
-            reason = self.cancel_reasons.get(rid, CLIENT_DISCONNECTED)
-            status, error_code = 499, reason
-            if reason != CLIENT_CANCELLED:
+            status, error_code = 499, self.cancel_reasons.get(rid, CLIENT_DISCONNECTED)
+            if error_code != CLIENT_CANCELLED:
+                reraise = True
                 raise
             # The client asked for this cancellation; the task carries on to report it.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            finish_reason = "cancelled"
+            finish_reason, final = "cancelled", {"type": "chat.done"}
         except Exception as exc:
             logger.exception("websocket stream failed", extra={"request_id": ctx.request_id})
             status, error_code = 500, "internal_error"
@@ -448,30 +430,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if opened is not None:
                     await opened.aclose()
             finally:
-                if ctx.usage is None and opened is not None:
-                    # No usage from upstream (cancelled, failed mid-stream, or a provider
-                    # that sends none): charge what was streamed, marked as estimated.
-                    ctx.usage = _estimated_usage(body, completion_tokens)
-                request_finished(ctx, endpoint="chat", status=status, error_code=error_code)
                 self.streams.pop(rid, None)
                 self.cancel_reasons.pop(rid, None)
                 self.last_activity = time.monotonic()
-        if final is None and status in (200, 499) and error_code != CLIENT_DISCONNECTED:
-            if error_code == CLIENT_TOO_SLOW:
-                return
+                accounted = _account(ctx, status, error_code)
+                if not reraise:
+                    await asyncio.shield(accounted)
+        if final is None:
+            return
+        if final["type"] == "chat.done":
             cost = ctx.cost
-            final = {
-                "type": "chat.done",
-                "id": rid,
-                "request_id": ctx.request_id,
-                "model": ctx.route.name if ctx.route else None,
-                "finish_reason": finish_reason,
-                "usage": ctx.usage,
-                "cost_usd": f"{cost:.8f}" if cost is not None else None,
-            }
-        if final is not None:
-            final.setdefault("request_id", ctx.request_id)
-            await self._send_quietly(final)
+            final.update(
+                id=rid,
+                model=ctx.route.name if ctx.route else None,
+                finish_reason=finish_reason,
+                usage=usage_frame(ctx.final_usage()),
+                cost_usd=f"{cost:.8f}" if cost is not None else None,
+            )
+        final["request_id"] = ctx.request_id
+        await self._send_quietly(final)
+
+    def _never_started(self, rid: str, task: asyncio.Task) -> None:
+        """A task cancelled before its first step never ran ``_stream``: nothing reached
+        the pipeline, but the client still gets the one final frame it was promised."""
+        if self.streams.get(rid) is not task:
+            return
+        del self.streams[rid]
+        if self.cancel_reasons.pop(rid, None) == CLIENT_CANCELLED and not self.closed:
+            frame = {"type": "chat.done", "id": rid, "finish_reason": "cancelled", "usage": None}
+            self.inbox.put_nowait({"type": "gateway.frame", "frame": frame})
 
     async def _stop_streams(self, reason: str) -> None:
         tasks = []
@@ -505,7 +492,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         }
 
     async def _authenticate_key(self, secret: str) -> KeyInfo:
+        """The key checks of the HTTP path: key, scope, tenant, IP allowlist; no signatures."""
         info = await authenticate({"authorization": f"Bearer {secret}"})
+        if info.ip_networks:
+            ip = client_ip(self._upgrade_request())
+            if not _ip_in(ip, info.ip_networks):
+                raise PermissionDenied(
+                    f"This key may not be used from {ip or 'an unknown address'}.",
+                    code="ip_not_allowed",
+                )
         if info.require_signature:
             raise PermissionDenied(
                 "This key requires signed requests, which WebSocket frames cannot carry; "
@@ -513,6 +508,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 code="signature_required",
             )
         return info
+
+    def _upgrade_request(self) -> Request:
+        """The upgrade request, in the shape the HTTP path's helpers read."""
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in self.scope.get("headers", ())
+        }
+        client = self.scope.get("client")
+        return Request(
+            method="GET",
+            path=self.scope.get("path", ""),
+            headers=headers,
+            client=client[0] if client else None,
+            body=b"",
+            request_id="",
+        )
 
     async def _current_principal(self) -> KeyInfo:
         """The principal, checked again: a key revoked or a membership removed mid-socket counts."""
@@ -532,13 +543,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _send_frame(self, frame: dict[str, Any]) -> None:
         if self.closed:
             raise SocketGone
-        data = _dumps(frame)
+        data = dumps(frame)
         try:
             async with asyncio.timeout(settings.GATEWAY_WS_SEND_TIMEOUT):
                 await self.send(text_data=data)
         except TimeoutError:
             self._post_close(CloseCode.SLOW_READER)
-            raise SocketGone
+            raise SocketGone(CLIENT_TOO_SLOW)
         except (OSError, RuntimeError):
             # The server reports a connection that is gone (or already closing).
             self.closed = True
@@ -605,54 +616,3 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     self._post_close(CloseCode.IDLE_TIMEOUT, error_frame(exc))
                     return
             await asyncio.sleep(wait)
-
-
-class LiveTrafficConsumer(AsyncWebsocketConsumer):
-    """``/ws/admin/live/``: staff only; finished requests from every process, as they come.
-
-    Each user sees the tenants they may read (every tenant for superusers). A page that
-    stops reading is dropped after ``GATEWAY_WS_SEND_TIMEOUT``; while it lags, the channel
-    layer's bounded per-channel queue drops batches rather than growing.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.access = None
-
-    async def connect(self) -> None:
-        await self.accept()
-        user = self.scope.get("user")
-        if not (user and user.is_authenticated and user.is_active and user.is_staff):
-            exc = PermissionDenied("The live-traffic feed is for staff users.", code="staff_only")
-            await self.send(text_data=_dumps(error_frame(exc)))
-            await self.close(CloseCode.FORBIDDEN)
-            return
-        if self.channel_layer is None:
-            await self.close(CloseCode.INTERNAL_ERROR)
-            return
-        self.access = await database_sync_to_async(access_for_user)(user)
-        await self.channel_layer.group_add(live.GROUP, self.channel_name)
-        await self.send(text_data=_dumps({"type": "live.hello", "server": live.SERVER}))
-
-    async def disconnect(self, code: int) -> None:
-        if self.access is not None and self.channel_layer is not None:
-            await self.channel_layer.group_discard(live.GROUP, self.channel_name)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # The feed is one-way; a ping keeps proxies from closing an idle page.
-        await self._send({"type": "pong"})
-
-    async def live_batch(self, message: dict[str, Any]) -> None:
-        access = self.access
-        if access is None:
-            return
-        events = [e for e in message.get("events", ()) if access.can_read(e.get("tenant_id"))]
-        if events:
-            await self._send({"type": "live.batch", "events": events})
-
-    async def _send(self, frame: dict[str, Any]) -> None:
-        try:
-            async with asyncio.timeout(settings.GATEWAY_WS_SEND_TIMEOUT):
-                await self.send(text_data=_dumps(frame))
-        except (TimeoutError, OSError, RuntimeError):
-            raise StopConsumer
