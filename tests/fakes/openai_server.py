@@ -10,6 +10,9 @@ Behaviour is scripted per model name, so one server serves many tests:
 - ``drop``: streams two chunks, then drops the connection;
 - ``pause-K``: streams K chunks, then pauses for a minute (a client can abandon it at a
   known point, with nothing in flight);
+- ``tool-call``: says "Checking." and calls every tool of the request with
+  ``{"query": <last user text>}`` (finish_reason ``tool_calls``); once the last message
+  is a tool result, answers ``tool said: <the results, joined by "; ">``;
 - anything else: answers at once, echoing the last user message.
 It records every request and notices disconnects, so tests can see what reached it, and
 keeps its own token totals (``prompt_total``, ``completion_total``: every token it
@@ -174,6 +177,8 @@ class FakeOpenAI:
             )
         if model == "hang":
             await asyncio.sleep(3600)
+        if model == "tool-call":
+            return await self._tool_call(request, body)
         last = next(
             (m.get("content") for m in reversed(body["messages"]) if m.get("role") == "user"), ""
         )
@@ -259,6 +264,87 @@ class FakeOpenAI:
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             raise
+        return response
+
+    async def _tool_call(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """The ``tool-call`` model: a tool-calling turn, or an answer built from tool results."""
+        messages = body["messages"]
+        prompt_tokens = estimate_prompt_tokens(messages)
+        if messages[-1].get("role") == "tool":
+            results = [m for m in messages if m.get("role") == "tool"]
+            text = "tool said: " + "; ".join(str(m.get("content")) for m in results)
+            calls: list[dict[str, Any]] = []
+            finish = "stop"
+        else:
+            last = next((m.get("content") for m in reversed(messages) if m["role"] == "user"), "")
+            query = last if isinstance(last, str) else "parts"
+            text = "Checking."
+            calls = [
+                {
+                    "id": f"call_fake_{i}",
+                    "type": "function",
+                    "function": {
+                        "name": tool["function"]["name"],
+                        "arguments": json.dumps({"query": query}),
+                    },
+                }
+                for i, tool in enumerate(body.get("tools") or [])
+            ]
+            finish = "tool_calls" if calls else "stop"
+        completion = len(text.split()) + 5 * len(calls)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": 2},
+        }
+        self.prompt_total += prompt_tokens
+        self.completion_total += completion
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if calls:
+                message["tool_calls"] = calls
+            return web.json_response(
+                {
+                    "id": "chatcmpl-fake-tools",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": "tool-call",
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(delta: dict[str, Any] | None, finish_reason: str | None = None) -> None:
+            chunk: dict[str, Any] = {
+                "id": "chatcmpl-fake-tools",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "tool-call",
+                "choices": []
+                if delta is None
+                else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+            if delta is None:
+                chunk["usage"] = usage
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+
+        await send({"role": "assistant", "content": ""})
+        for i, word in enumerate(text.split(" ")):
+            await send({"content": word if i == 0 else " " + word})
+        for i, call in enumerate(calls):
+            # As OpenAI streams a call: id and name first, then the arguments in pieces.
+            head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+            await send({"tool_calls": [{"index": i, **head}]})
+            arguments = call["function"]["arguments"]
+            for piece in (arguments[:5], arguments[5:]):
+                await send({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        await send({}, finish)
+        await send(None)
+        await response.write(b"data: [DONE]\n\n")
+        self.completed_streams += 1
         return response
 
     async def embeddings(self, request: web.Request) -> web.Response:
