@@ -20,12 +20,19 @@ pytestmark = pytest.mark.live
 
 def test_quickstart_serves_a_working_gateway(tmp_path: Path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+    }
     env.update(GATEWAY_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
     log = tmp_path / "quickstart.log"
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "quickstart", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -37,12 +44,16 @@ def test_quickstart_serves_a_working_gateway(tmp_path: Path):
 
         client = OpenAI(base_url=base + "/v1", api_key=key)
         assert {"mock-small", "mock-large"} <= {m.id for m in client.models.list()}
-        answer = client.chat.completions.create(model="mock-small", messages=[{"role": "user", "content": "echo: hi"}])
+        answer = client.chat.completions.create(
+            model="mock-small", messages=[{"role": "user", "content": "echo: hi"}]
+        )
         assert answer.choices[0].message.content == "hi"
         streamed = "".join(
             c.choices[0].delta.content or ""
             for c in client.chat.completions.create(
-                model="mock-large", messages=[{"role": "user", "content": "echo: streamed words"}], stream=True
+                model="mock-large",
+                messages=[{"role": "user", "content": "echo: streamed words"}],
+                stream=True,
             )
             if c.choices
         )
@@ -61,9 +72,15 @@ def test_quickstart_serves_a_working_gateway(tmp_path: Path):
         with httpx.Client(base_url=base, follow_redirects=True) as web:
             login = web.get("/admin/login/")
             token = web.cookies["csrftoken"]
-            page = web.post("/admin/login/?next=/admin/", data={
-                "username": "admin", "password": password, "csrfmiddlewaretoken": token,
-            }, headers={"Referer": base + "/admin/login/"})
+            page = web.post(
+                "/admin/login/?next=/admin/",
+                data={
+                    "username": "admin",
+                    "password": password,
+                    "csrfmiddlewaretoken": token,
+                },
+                headers={"Referer": base + "/admin/login/"},
+            )
             assert page.status_code == 200 and page.url.path == "/admin/", page.url
             assert "log out" in page.text.lower()
             css = web.get("/static/admin/css/base.css")
@@ -74,7 +91,11 @@ def test_quickstart_serves_a_working_gateway(tmp_path: Path):
 
     # a second run keeps the data and does not print the secrets again
     rerun = subprocess.run(
-        [sys.executable, "manage.py", "quickstart", "--no-serve"], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "manage.py", "quickstart", "--no-serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr

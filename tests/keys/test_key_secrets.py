@@ -22,7 +22,9 @@ def table_dump(table: str) -> str:
 
 
 def test_plaintext_secret_is_nowhere_in_the_table():
-    created = key_create(tenant=TenantFactory(), name="ci", signing_secret="sign-me-please-0123456789")
+    created = key_create(
+        tenant=TenantFactory(), name="ci", signing_secret="sign-me-please-0123456789"
+    )
     dump = table_dump(ApiKey._meta.db_table)
     assert created.secret not in dump
     assert created.secret[11:] not in dump  # not even the part after the display prefix
@@ -35,7 +37,9 @@ def test_secret_authenticates_and_is_not_recoverable():
     created = key_create(tenant=TenantFactory(), name="ci")
     key = key_get_by_secret(secret=created.secret)
     assert key == created.key
-    assert not any(created.secret in str(getattr(key, f.attname)) for f in ApiKey._meta.concrete_fields)
+    assert not any(
+        created.secret in str(getattr(key, f.attname)) for f in ApiKey._meta.concrete_fields
+    )
     assert key_get_by_secret(secret=created.secret + "x") is None
 
 

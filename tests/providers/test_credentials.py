@@ -16,7 +16,10 @@ pytestmark = pytest.mark.django_db
 
 def raw_credential(provider: Provider) -> str:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT credential_encrypted, credential_ref FROM providers_provider WHERE id = %s", [provider.pk])
+        cursor.execute(
+            "SELECT credential_encrypted, credential_ref FROM providers_provider WHERE id = %s",
+            [provider.pk],
+        )
         return repr(cursor.fetchone())
 
 

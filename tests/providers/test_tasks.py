@@ -20,7 +20,9 @@ from tests.conftest import ROOT, server_env
 def test_provider_check_runs_in_process_without_a_broker(fake_openai):
     if settings.CELERY_BROKER_URL:
         pytest.skip("a broker is configured: see the worker test")
-    provider = provider_create(name="p", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key)
+    provider = provider_create(
+        name="p", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key
+    )
     provider_check.delay(provider.pk)
     provider.refresh_from_db()
     assert provider.last_check_ok is True
@@ -31,20 +33,46 @@ def test_provider_check_runs_in_process_without_a_broker(fake_openai):
 def test_provider_check_runs_on_a_real_worker(transactional_db, fake_openai, tmp_path):
     if not os.environ.get("REDIS_URL"):
         pytest.skip("needs REDIS_URL (the production-path run of .ci/run sets it)")
-    good = provider_create(name="good", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key)
-    bad = provider_create(name="bad", kind="openai", base_url=fake_openai.base_url, credential="sk-wrong")
+    good = provider_create(
+        name="good", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key
+    )
+    bad = provider_create(
+        name="bad", kind="openai", base_url=fake_openai.base_url, credential="sk-wrong"
+    )
     log = tmp_path / "worker.log"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "gateway_project", "worker", "--pool", "solo",
-         "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--loglevel", "warning", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=server_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "gateway_project",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--loglevel",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=server_env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         provider_check.delay(good.pk)
         provider_check.delay(bad.pk)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if Provider.objects.filter(pk__in=[good.pk, bad.pk], last_check_at__isnull=False).count() == 2:
+            if (
+                Provider.objects.filter(
+                    pk__in=[good.pk, bad.pk], last_check_at__isnull=False
+                ).count()
+                == 2
+            ):
                 break
             assert worker.poll() is None, log.read_text()
             time.sleep(0.2)
