@@ -483,4 +483,7 @@ def test_rotate_action_shows_the_new_secret_once(admin_client):
     new_secret = re.search(r'data-testid="api-key-secret">(gw-[^<]+)<', html).group(1)
     assert key_get_by_secret(secret=new_secret).pk == created.key.pk
     assert key_get_by_secret(secret=created.secret).pk == created.key.pk  # 24 h grace
-    assert new_secret not in admin_client.get(f"/admin/keys/apikey/{created.key.pk}/change/").content.decode()
+    assert (
+        new_secret
+        not in admin_client.get(f"/admin/keys/apikey/{created.key.pk}/change/").content.decode()
+    )

@@ -383,7 +383,9 @@ def test_rotate_returns_the_new_secret_once_and_keeps_the_old_one_for_the_grace(
 
     created = key_create(tenant=TenantFactory(), name="rotating")
     response = admin_client.post(
-        f"/api/v1/keys/{created.key.pk}/rotate/", {"grace_seconds": 3600}, content_type="application/json"
+        f"/api/v1/keys/{created.key.pk}/rotate/",
+        {"grace_seconds": 3600},
+        content_type="application/json",
     )
     assert response.status_code == 200, response.content
     new_secret = response.json()["secret"]
@@ -393,12 +395,16 @@ def test_rotate_returns_the_new_secret_once_and_keeps_the_old_one_for_the_grace(
     detail = admin_client.get(f"/api/v1/keys/{created.key.pk}/").json()
     assert "secret" not in detail and new_secret not in str(detail)
     immediate = admin_client.post(
-        f"/api/v1/keys/{created.key.pk}/rotate/", {"grace_seconds": 0}, content_type="application/json"
+        f"/api/v1/keys/{created.key.pk}/rotate/",
+        {"grace_seconds": 0},
+        content_type="application/json",
     )
     assert key_get_by_secret(secret=new_secret) is None
     assert key_get_by_secret(secret=immediate.json()["secret"]).pk == created.key.pk
     bad = admin_client.post(
-        f"/api/v1/keys/{created.key.pk}/rotate/", {"grace_seconds": -1}, content_type="application/json"
+        f"/api/v1/keys/{created.key.pk}/rotate/",
+        {"grace_seconds": -1},
+        content_type="application/json",
     )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "grace_seconds"
 
@@ -409,9 +415,15 @@ def test_ip_allowlist_is_validated(admin_client):
     from tests.tenants.factories import TenantFactory
 
     created = key_create(tenant=TenantFactory(), name="net")
-    ok = admin_client.patch(f"/api/v1/keys/{created.key.pk}/", {"ip_allowlist": ["10.0.0.0/8"]},
-                            content_type="application/json")
+    ok = admin_client.patch(
+        f"/api/v1/keys/{created.key.pk}/",
+        {"ip_allowlist": ["10.0.0.0/8"]},
+        content_type="application/json",
+    )
     assert ok.status_code == 200 and ok.json()["ip_allowlist"] == ["10.0.0.0/8"]
-    bad = admin_client.patch(f"/api/v1/keys/{created.key.pk}/", {"ip_allowlist": ["not-an-ip"]},
-                             content_type="application/json")
+    bad = admin_client.patch(
+        f"/api/v1/keys/{created.key.pk}/",
+        {"ip_allowlist": ["not-an-ip"]},
+        content_type="application/json",
+    )
     assert bad.status_code == 400

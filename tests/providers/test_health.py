@@ -23,8 +23,10 @@ from tests.conftest import free_port, settle, start_server
 
 @pytest.mark.django_db
 def test_free_probe_records_latency_and_status(fake_openai):
-    provider = provider_create(name="p", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key)
-    ok, message = provider_test_connection(provider=provider)
+    provider = provider_create(
+        name="p", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key
+    )
+    ok, _ = provider_test_connection(provider=provider)
     provider.refresh_from_db()
     assert ok and provider.last_check_ok and provider.last_check_latency_ms > 0
     assert [r.path for r in fake_openai.requests] == []  # a models list, not a paid call
@@ -33,7 +35,9 @@ def test_free_probe_records_latency_and_status(fake_openai):
 
 @pytest.mark.django_db
 def test_failed_probe_marks_the_provider_down():
-    provider = provider_create(name="p", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
+    provider = provider_create(
+        name="p", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1"
+    )
     ok, message = provider_test_connection(provider=provider)
     provider.refresh_from_db()
     assert not ok and provider.last_check_ok is False and "connect" in message
@@ -43,7 +47,10 @@ def test_failed_probe_marks_the_provider_down():
 @pytest.mark.django_db
 def test_paid_probe_is_minimal_tagged_and_never_billed(fake_openai):
     provider = provider_create(
-        name="p", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key,
+        name="p",
+        kind="openai",
+        base_url=fake_openai.base_url,
+        credential=fake_openai.api_key,
         options={"probe": {"model": "gpt-4o-mini", "paid": True}},
     )
     ok, _ = provider_test_connection(provider=provider)
@@ -56,7 +63,9 @@ def test_paid_probe_is_minimal_tagged_and_never_billed(fake_openai):
 
 @pytest.mark.django_db
 def test_sync_models_adds_disabled_models(fake_openai):
-    provider = provider_create(name="p", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key)
+    provider = provider_create(
+        name="p", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key
+    )
     created = provider_sync_models(provider=provider)
     assert [m.name for m in created] == ["gpt-4o-mini"]
     model = Model.objects.get(name="gpt-4o-mini")
@@ -66,21 +75,32 @@ def test_sync_models_adds_disabled_models(fake_openai):
 
 @pytest.mark.django_db
 def test_admin_lists_provider_state_and_syncs(admin_client, fake_openai):
-    up = provider_create(name="up", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key)
-    down = provider_create(name="down", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
+    up = provider_create(
+        name="up", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key
+    )
+    down = provider_create(
+        name="down", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1"
+    )
     provider_test_connection(provider=up)
     provider_test_connection(provider=down)
     page = admin_client.get("/admin/providers/provider/").content.decode()
     assert ">up<" in page and ">down<" in page
-    response = admin_client.post("/admin/providers/provider/", {
-        "action": "sync_models", "_selected_action": [up.pk],
-    }, follow=True)
+    response = admin_client.post(
+        "/admin/providers/provider/",
+        {
+            "action": "sync_models",
+            "_selected_action": [up.pk],
+        },
+        follow=True,
+    )
     assert "1 model(s) added" in response.content.decode()
 
 
 @pytest.mark.live
 def test_readyz_reports_providers(live_url, fake_openai):
-    good = provider_create(name="good", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key)
+    good = provider_create(
+        name="good", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key
+    )
     provider_test_connection(provider=good)
     body = httpx.get(live_url + "/readyz").json()
     assert body["checks"]["providers"] == {"status": "ok", "providers": {"good": "up"}}
@@ -93,16 +113,31 @@ def test_readyz_reports_providers(live_url, fake_openai):
 
 
 @pytest.mark.live
-@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the probe closes circuits shared through Redis")
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="the probe closes circuits shared through Redis"
+)
 def test_probe_success_closes_a_circuit_opened_by_traffic(gw, fake_openai, tmp_path):
-    server = start_server(tmp_path, name="probe", GATEWAY_CIRCUIT_FAILURES="2",
-                          GATEWAY_CIRCUIT_COOLDOWN_SECONDS="600", GATEWAY_CIRCUIT_SYNC_SECONDS="0.1",
-                          GATEWAY_DEFAULT_RETRIES="0")
+    server = start_server(
+        tmp_path,
+        name="probe",
+        GATEWAY_CIRCUIT_FAILURES="2",
+        GATEWAY_CIRCUIT_COOLDOWN_SECONDS="600",
+        GATEWAY_CIRCUIT_SYNC_SECONDS="0.1",
+        GATEWAY_DEFAULT_RETRIES="0",
+    )
     try:
-        flaky = provider_create(name="flaky", kind="openai", base_url=fake_openai.base_url,
-                                credential=fake_openai.api_key)
-        backup = provider_create(name="backup", kind="openai", base_url=fake_openai.base_url,
-                                 credential=fake_openai.api_key)
+        flaky = provider_create(
+            name="flaky",
+            kind="openai",
+            base_url=fake_openai.base_url,
+            credential=fake_openai.api_key,
+        )
+        backup = provider_create(
+            name="backup",
+            kind="openai",
+            base_url=fake_openai.base_url,
+            credential=fake_openai.api_key,
+        )
         model = model_create(name="probed")
         deployment_create(model=model, provider=flaky, upstream_model="toggle-p", priority=0)
         deployment_create(model=model, provider=backup, upstream_model="gpt-4o-mini", priority=1)
@@ -110,9 +145,11 @@ def test_probe_success_closes_a_circuit_opened_by_traffic(gw, fake_openai, tmp_p
         fake_openai.broken.add("p")
 
         def served() -> str:
-            return httpx.post(server.url + "/v1/chat/completions", headers=gw.headers,
-                              json={"model": "probed", "messages": [{"role": "user", "content": "x"}]}
-                              ).headers["x-gateway-provider"]
+            return httpx.post(
+                server.url + "/v1/chat/completions",
+                headers=gw.headers,
+                json={"model": "probed", "messages": [{"role": "user", "content": "x"}]},
+            ).headers["x-gateway-provider"]
 
         assert [served(), served()] == ["backup", "backup"]
         assert [served(), served()] == ["backup", "backup"]  # open: flaky gets nothing
