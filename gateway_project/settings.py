@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -58,6 +60,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
+    "csp",
     "apps.core",
     "apps.tenants",
     "apps.keys",
@@ -66,6 +70,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.experiments",
     "apps.finetunes",
+    "apps.audit",
 ]
 
 MIDDLEWARE = [
@@ -77,6 +82,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.core.csp.ContentSecurityPolicyMiddleware",
+    "apps.audit.middleware.AuditContextMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_project.urls"
@@ -164,6 +173,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- auth, i18n, static -----------------------------------------------------
+# django-axes first: it refuses a locked-out username+address before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -205,6 +219,43 @@ SILENCED_SYSTEM_CHECKS = [
     "security.W021",
 ]
 
+# Login brute force (the admin's and the chat page's): 5 failed passwords for one
+# username from one address lock that pair out for 15 minutes; a success resets the
+# count. Attempts are kept in the database, so every process shares them. Behind a
+# reverse proxy, let the ASGI server trust its forwarded headers (uvicorn
+# --forwarded-allow-ips) so REMOTE_ADDR is the client's address, not the proxy's.
+AXES_FAILURE_LIMIT = env.int("GATEWAY_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("GATEWAY_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+
+# Content-Security-Policy on every page we render (django-csp; a page that sets its own
+# header, like /chat/, keeps it). Our templates and scripts need nothing inline.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# Additions for pages we serve as their projects ship them (apps/core/csp.py): Swagger
+# UI's page has an inline script and style; Redoc injects styles and runs a blob: worker.
+GATEWAY_CSP_PATH_ADDITIONS = {
+    "/api/docs/": {"script-src": [UNSAFE_INLINE], "style-src": [UNSAFE_INLINE]},
+    "/api/redoc/": {
+        "script-src": [UNSAFE_INLINE],
+        "style-src": [UNSAFE_INLINE],
+        "worker-src": [SELF, "blob:"],
+    },
+}
+
 # --- REST framework and OpenAPI -------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -236,6 +287,8 @@ SPECTACULAR_SETTINGS = {
 # --- the gateway ------------------------------------------------------------
 GATEWAY_ENCRYPTION_KEYS = env.list("GATEWAY_ENCRYPTION_KEYS", default=[])
 GATEWAY_ENCRYPTION_KEY_FILE = VAR_DIR / "encryption.key"
+# How long a secret read from Vault / AWS Secrets Manager / Azure Key Vault is reused.
+GATEWAY_SECRET_CACHE_SECONDS = env.float("GATEWAY_SECRET_CACHE_SECONDS", default=60.0)
 GATEWAY_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
 GATEWAY_UPSTREAM_TIMEOUT = env.float("GATEWAY_UPSTREAM_TIMEOUT", default=60.0)
 GATEWAY_UPSTREAM_MAX_CONNECTIONS = env.int("GATEWAY_UPSTREAM_MAX_CONNECTIONS", default=1000)
@@ -248,6 +301,7 @@ GATEWAY_SIGNATURE_MAX_SKEW = env.int("GATEWAY_SIGNATURE_MAX_SKEW", default=300)
 # Proxies whose X-Forwarded-For is believed for a key's IP allowlist (CIDRs).
 GATEWAY_TRUSTED_PROXIES = env.list("GATEWAY_TRUSTED_PROXIES", default=[])
 GATEWAY_MAX_JSON_DEPTH = env.int("GATEWAY_MAX_JSON_DEPTH", default=64)
+GATEWAY_MAX_TEXT_CHARS = env.int("GATEWAY_MAX_TEXT_CHARS", default=4_000_000)
 GATEWAY_DEFAULT_RETRIES = env.int("GATEWAY_DEFAULT_RETRIES", default=2)
 GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=0.25)
 GATEWAY_RETRY_MAX_BACKOFF_SECONDS = env.float("GATEWAY_RETRY_MAX_BACKOFF_SECONDS", default=4.0)

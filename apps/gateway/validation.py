@@ -32,8 +32,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 def _check_structure(value: Any, limit: int) -> None:
     """Refuse absurdly nested JSON (a cheap denial of service for whatever walks it later)
-    and NUL characters (which providers and databases choke on)."""
+    NUL characters (which providers and databases choke on) and oversized text."""
     stack = [(value, 1)]
+    chars, max_chars = 0, settings.GATEWAY_MAX_TEXT_CHARS
     while stack:
         node, depth = stack.pop()
         if depth > limit:
@@ -46,6 +47,12 @@ def _check_structure(value: Any, limit: int) -> None:
                 if "\x00" in child:
                     raise InvalidRequest(
                         "The request body contains a NUL character.", code="invalid_value"
+                    )
+                chars += len(child)
+                if chars > max_chars:
+                    raise InvalidRequest(
+                        f"The request holds more than {max_chars} characters of text.",
+                        code="content_too_long",
                     )
             elif isinstance(child, dict | list):
                 stack.append((child, depth + 1))

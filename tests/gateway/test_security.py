@@ -210,3 +210,22 @@ def test_request_id_cannot_inject_headers(gw):
     )
     assert response.status_code == 200
     assert response.headers["x-request-id"].startswith("req_")
+
+
+def test_text_length_limit(gw, tmp_path):
+    server = start_server(tmp_path, name="textlimit", GATEWAY_MAX_TEXT_CHARS="1000")
+    try:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 600}] * 2}
+        response = httpx.post(server.url + "/v1/chat/completions", headers=gw.headers, json=body)
+        assert (
+            response.status_code == 400 and response.json()["error"]["code"] == "content_too_long"
+        )
+        body["messages"] = body["messages"][:1]
+        assert (
+            httpx.post(
+                server.url + "/v1/chat/completions", headers=gw.headers, json=body
+            ).status_code
+            == 200
+        )
+    finally:
+        server.stop()
