@@ -4,7 +4,7 @@ import gc
 from collections.abc import Callable
 
 from apps.billing.recorder import recorder
-from apps.gateway import anthropic_api  # noqa: F401  (registers /v1/messages)
+from apps.gateway import anthropic_api, completions  # noqa: F401  (register /v1/messages, /v1/completions)
 from apps.gateway.http import GatewayASGI
 from apps.gateway.views import router
 from apps.providers.adapters import registry
