@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import authentication, exceptions
 
+from apps.audit.context import audit_note_key
 from apps.gateway.auth import presented_secret
 from apps.keys.selectors import key_get_by_secret
 
@@ -50,6 +51,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "This key's tenant is disabled.", code="tenant_disabled"
             )
+        audit_note_key(key)
         return KeyUser(key), key
 
     def authenticate_header(self, request) -> str:

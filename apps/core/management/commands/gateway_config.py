@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.core.management import BaseCommand, CommandError
 
+from apps.audit.context import audit_context
+from apps.audit.models import Source
 from apps.core.configfile import (
     KEEP_CURRENT,
     ApplyReport,
@@ -56,12 +58,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, **options):
         if action == "apply":
-            self._apply(
-                options["file"],
-                dry_run=options["dry_run"],
-                prune=options["prune"],
-                stdin=options.get("stdin"),
-            )
+            # The audit trail shows these changes as config as code's.
+            with audit_context(actor="config", source=Source.CONFIG):
+                self._apply(
+                    options["file"],
+                    dry_run=options["dry_run"],
+                    prune=options["prune"],
+                    stdin=options.get("stdin"),
+                )
         else:
             self._export(options.get("output"))
 
