@@ -40,5 +40,7 @@ urlpatterns = [
     path("", include("apps.tenants.api.urls")),
     path("", include("apps.keys.api.urls")),
     path("", include("apps.providers.api.urls")),
+    path("", include("apps.billing.api.urls")),
+    path("", include("apps.guardrails.api.urls")),
     re_path(r"^(?P<unmatched>.*)$", api_not_found, name="api-not-found"),
 ]

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.experiments",
     "apps.finetunes",
+    "apps.guardrails",
     "apps.audit",
 ]
 
