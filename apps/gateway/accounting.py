@@ -105,6 +105,7 @@ async def request_finished(ctx: CallContext, *, status: int, error_code: str | N
             "usage_estimated": usage.estimated,
             "cost_usd": format(cost, "f"),
             "attempts": len(ctx.attempts),
+            "guardrail_flags": sorted(set(ctx.guardrail_flags)) or None,
         },
     )
     metrics.observe(

@@ -30,6 +30,7 @@ from apps.billing.pricing import (
     usage_from_openai,
 )
 from apps.core.errors import (
+    ContentBlocked,
     GatewayError,
     InvalidRequest,
     NotFound,
@@ -40,6 +41,7 @@ from apps.core.errors import (
 )
 from apps.gateway.circuit import breaker
 from apps.gateway.state import state
+from apps.guardrails.engine import CompiledPolicy
 from apps.keys.selectors import KeyInfo
 from apps.providers.adapters import registry
 from apps.providers.selectors import DeploymentRoute, ModelRoute
@@ -67,6 +69,8 @@ class CallContext:
     admission: Admission | None = None
     prompt_estimate: int = 0
     streamed_chunks: int = 0
+    policy: CompiledPolicy | None = None
+    guardrail_flags: list[str] = field(default_factory=list)
 
     def final_usage(self) -> Usage:
         """The provider's usage; an estimate (marked) when a started stream ended without one."""
@@ -345,10 +349,53 @@ async def _serve_model(ctx: CallContext, route: ModelRoute, call, deadline: floa
     raise last
 
 
+def guard_input(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
+    """The tenant's (or key's) content policy on the request: block, or redact a copy."""
+    policy = ctx.policy = state.policies.policy_for(ctx.key.tenant_id, ctx.key.id or None)
+    if policy is None or not policy.filters_input:
+        return body
+    if "messages" in body:
+        verdict = policy.check_input(body["messages"])
+        ctx.guardrail_flags.extend(verdict.flags)
+        if verdict.blocked:
+            raise verdict.error()
+        return {**body, "messages": verdict.messages} if verdict.redacted else body
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    checked = []
+    for text in texts:
+        if not isinstance(text, str):
+            checked.append(text)
+            continue
+        result = policy.check_input_text(text)
+        ctx.guardrail_flags.extend(result.flags)
+        if result.blocked:
+            raise ContentBlocked(
+                result.reason or "The input violates the content policy.", param="input"
+            )
+        checked.append(result.emit)
+    return {**body, "input": checked if isinstance(body["input"], list) else checked[0]}
+
+
+def guard_output(ctx: CallContext, result: dict[str, Any]) -> dict[str, Any]:
+    """The content policy on a whole answer: redactions, or finish_reason content_filter."""
+    policy = ctx.policy
+    if policy is None or not policy.filters_output:
+        return result
+    for choice in result.get("choices") or ():
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            checked = policy.filter_output_text(message["content"])
+            ctx.guardrail_flags.extend(checked.flags)
+            message["content"] = checked.emit
+            if checked.blocked:
+                choice["finish_reason"] = "content_filter"
+    return result
+
+
 async def chat(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="chat")
     await admit(ctx, body, route)
-
+    body = guard_input(ctx, body)
     last_model = fallback_chain(ctx.key, route)[-1].name
 
     async def call(dep: DeploymentRoute, model: ModelRoute) -> dict[str, Any]:
@@ -370,21 +417,84 @@ async def chat(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
     result = await _serve(ctx, route, call)
     result["model"] = ctx.route.name
     ctx.usage = result.get("usage")
-    return result
+    return guard_output(ctx, result)
 
 
 @dataclass(slots=True)
 class OpenStream:
+    """A started stream. ``chunks()`` applies the output content policy, so the SSE and
+    the WebSocket paths stream the same filtered text."""
+
     first: dict[str, Any]
     rest: AsyncIterator[dict[str, Any]]
+    ctx: CallContext | None = None
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def _raw(self) -> AsyncIterator[dict[str, Any]]:
         yield self.first
         async for chunk in self.rest:
             yield chunk
 
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        policy = self.ctx.policy if self.ctx is not None else None
+        if policy is None or not policy.filters_output:
+            async for chunk in self._raw():
+                yield chunk
+            return
+        async for chunk in filtered_chunks(self.ctx, policy, self._raw()):
+            yield chunk
+
     async def aclose(self) -> None:
         await self.rest.aclose()  # type: ignore[attr-defined]
+
+
+async def filtered_chunks(
+    ctx: CallContext, policy: CompiledPolicy, chunks: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    """Stream-safe output filtering: one filter per choice holds back only what could
+    still turn into a match; a block ends the stream with finish_reason content_filter."""
+    filters: dict[int, Any] = {}
+
+    def shaped(
+        chunk: dict[str, Any], index: int, delta: dict[str, Any], finish: str | None
+    ) -> dict[str, Any]:
+        return {
+            **chunk,
+            "choices": [
+                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            ],
+        }
+
+    async for chunk in chunks:
+        choices = chunk.get("choices") or []
+        if not choices:
+            yield chunk
+            continue
+        for choice in choices:
+            index = choice.get("index", 0)
+            flt = filters.get(index)
+            if flt is None:
+                flt = filters[index] = policy.output_filter()
+            delta = dict(choice.get("delta") or {})
+            finish = choice.get("finish_reason")
+            text = delta.get("content")
+            if text:
+                result = flt.feed(text)
+                ctx.guardrail_flags.extend(result.flags)
+                delta["content"] = result.emit
+                if result.blocked:
+                    yield shaped(chunk, index, delta, None)
+                    yield shaped(chunk, index, {}, "content_filter")
+                    return  # the caller closes the upstream stream
+            if finish:
+                tail = flt.finish()
+                ctx.guardrail_flags.extend(tail.flags)
+                if tail.emit:
+                    yield shaped(chunk, index, {"content": tail.emit}, None)
+                if tail.blocked:
+                    yield shaped(chunk, index, {}, "content_filter")
+                    return
+            if delta.get("content") or finish or set(delta) - {"content"}:
+                yield shaped(chunk, index, delta, finish)
 
 
 async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
@@ -395,6 +505,7 @@ async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
     """
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="chat")
     await admit(ctx, body, route)
+    body = guard_input(ctx, body)
 
     async def call(dep: DeploymentRoute, model: ModelRoute) -> OpenStream:
         stream = registry.get(dep.target.kind).stream_chat(dep.target, body)
@@ -409,7 +520,7 @@ async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
         except BaseException:
             await stream.aclose()
             raise
-        return OpenStream(first=first, rest=stream)
+        return OpenStream(first=first, rest=stream, ctx=ctx)
 
     opened = await _serve(ctx, route, call)
     ctx.first_token_at = time.perf_counter()
@@ -419,6 +530,7 @@ async def open_stream(ctx: CallContext, body: dict[str, Any]) -> OpenStream:
 async def embeddings(ctx: CallContext, body: dict[str, Any]) -> dict[str, Any]:
     route = ctx.route = await resolve_model(ctx.key, body["model"], mode="embedding")
     await admit(ctx, body, route)
+    body = guard_input(ctx, body)
     want_base64 = body.get("encoding_format") == "base64"
 
     async def call(dep: DeploymentRoute, model: ModelRoute) -> dict[str, Any]:

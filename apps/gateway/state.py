@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from apps.billing.selectors import LimitsTable, limits_table_load
 from apps.core.selectors import config_token
 from apps.core.services import ROUTING
+from apps.guardrails.selectors import PolicyTable, policies_load
 from apps.keys.selectors import KeyInfo, key_info_get
 from apps.providers.selectors import RoutingTable, routing_table_load
 
@@ -28,6 +29,7 @@ class GatewayState:
     def __init__(self) -> None:
         self.table: RoutingTable | None = None
         self.limits = LimitsTable()
+        self.policies = PolicyTable()
         self.token: object = _UNSET
         self.checked_at = 0.0
         self.keys: dict[str, KeyInfo | None] = {}
@@ -38,8 +40,9 @@ class GatewayState:
         if self.table is None or token != self.token:
             table = routing_table_load(default_timeout=settings.GATEWAY_UPSTREAM_TIMEOUT)
             limits = limits_table_load()
+            policies = policies_load()
             self.keys = {}
-            self.table, self.limits, self.token = table, limits, token
+            self.table, self.limits, self.policies, self.token = table, limits, policies, token
 
     def _key_sync(self, secret_hash: str) -> KeyInfo | None:
         close_old_connections()

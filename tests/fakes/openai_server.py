@@ -6,6 +6,7 @@ Behaviour is scripted per model name, so one server serves many tests:
 - ``hang``: never answers (for deadlines);
 - ``flaky-N-<tag>``: the first N requests get 429 with ``Retry-After: 1``, then success;
 - ``toggle-<tag>``: 500 while ``broken`` contains the tag;
+- ``pieces``: streams the user text split at ``|`` (one chunk per piece);
 - ``context-limit``: 400 ``context_length_exceeded``; ``filtered``: finish_reason ``content_filter``;
 - ``drop``: streams two chunks, then drops the connection;
 - ``pause-K``: streams K chunks, then pauses for a minute (a client can abandon it at a
@@ -188,6 +189,8 @@ class FakeOpenAI:
             words = [f"w{i} " for i in range(self.stream_chunks)]
         elif pause_at is not None:
             words = [f"p{i} " for i in range(pause_at + 5)]
+        elif model == "pieces":
+            words = text.split("|")
         else:
             words = text.split(" ")
         prompt_tokens = estimate_prompt_tokens(body["messages"])
