@@ -282,7 +282,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     # One name for the budget period choices (tenants' budget_period, budgets' period).
-    "ENUM_NAME_OVERRIDES": {"BudgetPeriodEnum": "apps.tenants.models.BudgetPeriod"},
+    "ENUM_NAME_OVERRIDES": {
+        "BudgetPeriodEnum": "apps.tenants.models.BudgetPeriod",
+        "GuardrailActionEnum": "apps.guardrails.api.serializers.ACTIONS",
+    },
 }
 
 # --- the gateway ------------------------------------------------------------

@@ -184,9 +184,13 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Debian Chromium through Playwright; fails in CI when missing, skips elsewhere."""
+    """Headless Debian Chromium through Playwright; fails in CI when missing, skips elsewhere.
+
+    Module-scoped: Playwright's sync API keeps an event loop in this thread while it runs,
+    which would break later tests that start their own loop.
+    """
     path = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -196,16 +200,22 @@ def browser():
         if IN_CI:
             pytest.fail("chromium and playwright are required in CI")
         pytest.skip("chromium or playwright not installed")
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls tests make
-    # around it are still plain synchronous calls.
+    # The ORM calls tests make around Playwright are still plain synchronous calls.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(
-            executable_path=path,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield instance
-        instance.close()
+    try:
+        with sync_playwright() as pw:
+            instance = pw.chromium.launch(
+                executable_path=path,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+            yield instance
+            instance.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture

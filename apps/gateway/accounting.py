@@ -20,6 +20,7 @@ from apps.billing.limits import NANO, Crossing, admitter
 from apps.billing.pricing import cost_usd, price_at
 from apps.billing.recorder import recorder
 from apps.gateway import metrics
+from apps.gateway.circuit import breaker
 from apps.gateway.live import publish_request
 from apps.gateway.pipeline import CallContext
 
@@ -70,6 +71,9 @@ def usage_row(ctx: CallContext, *, status: int, error_code: str | None, cost: De
 
 
 async def request_finished(ctx: CallContext, *, status: int, error_code: str | None = None) -> None:
+    if ctx.inflight_deployment is not None:
+        breaker.stat(ctx.inflight_deployment).inflight -= 1
+        ctx.inflight_deployment = None
     usage = ctx.final_usage()
     price = ctx.price or (price_at(ctx.route.prices, ctx.started_at) if ctx.route else None)
     cost = cost_usd(price, usage) if usage.total_tokens else Decimal(0)

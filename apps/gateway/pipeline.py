@@ -71,6 +71,7 @@ class CallContext:
     streamed_chunks: int = 0
     policy: CompiledPolicy | None = None
     guardrail_flags: list[str] = field(default_factory=list)
+    inflight_deployment: int | None = None  # released when the request is accounted for
 
     def final_usage(self) -> Usage:
         """The provider's usage; an estimate (marked) when a started stream ended without one."""
@@ -319,14 +320,17 @@ async def _serve_model(ctx: CallContext, route: ModelRoute, call, deadline: floa
                 )
             except ProviderError as exc:
                 last = exc
+            except BaseException:
+                stats.inflight -= 1
+                raise
             else:
-                ctx.deployment = dep
+                # Still in flight until the answer (a whole stream) is delivered.
+                ctx.deployment, ctx.inflight_deployment = dep, dep_id
                 ctx.attempts.append(_attempt(dep, "ok", started, route.name))
                 stats.observe(ok=True, latency_ms=(time.perf_counter() - started) * 1000)
                 await breaker.success(dep_id)
                 return result
-            finally:
-                stats.inflight -= 1
+            stats.inflight -= 1
             ctx.attempts.append(_attempt(dep, last.code or "error", started, route.name))
             ctx.deployment = dep
             retryable = getattr(last, "retryable", False)

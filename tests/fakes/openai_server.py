@@ -201,6 +201,8 @@ class FakeOpenAI:
         }
         self.prompt_total += prompt_tokens
         if not body.get("stream"):
+            if model.startswith("slow"):
+                await asyncio.sleep(self.stream_delay * 5)
             self.completion_total += len(words)
             return web.json_response(
                 {

@@ -388,7 +388,7 @@ def test_error_event_mid_stream(client, claude):
 
 def test_overload_event_before_any_output_fails_over(client, claude, fake):
     model = model_create(
-        name="claude-ha", input_price_per_million="1.00", output_price_per_million="2.00"
+        name="claude-ha", input_price_per_million="1.00", output_price_per_million="2.00", retries=0
     )
     deployment_create(
         model=model, provider=claude, upstream_model="overloaded-at-start", priority=0

@@ -200,7 +200,7 @@ def test_filtered_output_is_finish_reason_content_filter(client, azure):
         ("az-missing-deployment", openai.NotFoundError, 404),
         ("az-status-429", openai.RateLimitError, 429),
         ("az-status-500", openai.InternalServerError, 502),
-        ("az-status-503", openai.InternalServerError, 502),
+        ("az-status-503", openai.InternalServerError, 503),
     ],
 )
 def test_error_statuses(client, azure, deployment, exc_class, status):
