@@ -207,7 +207,12 @@ def browser():
         with sync_playwright() as pw:
             instance = pw.chromium.launch(
                 executable_path=path,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                ],
             )
             yield instance
             instance.close()

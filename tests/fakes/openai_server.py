@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,23 +32,11 @@ from typing import Any
 from aiohttp import web
 
 from apps.providers.tokens import estimate_prompt_tokens
+from tests.fakes.base_server import FakeServer, Recorded
 
 
 @dataclass
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class FakeOpenAI:
-    host: str = "127.0.0.1"
-    port: int = 0
-    requests: list[Recorded] = field(default_factory=list)
-    disconnects: int = 0
-    completed_streams: int = 0
-    stream_delay: float = 0.05
+class FakeOpenAI(FakeServer):
     stream_chunks: int = 20
     api_key: str = "sk-fake-upstream"
     prompt_total: int = 0
@@ -58,66 +44,23 @@ class FakeOpenAI:
     calls: dict[str, int] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)
 
+    name = "OpenAI"
+
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    # --- server plumbing -------------------------------------------------
-    def start(self) -> FakeOpenAI:
-        sock = socket.socket()
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake OpenAI server did not start")
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
-        self._runner = web.AppRunner(
-            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1
-        )
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, self.host, self.port)
-        self._loop.run_until_complete(site.start())
-        ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            await self._runner.cleanup()
-
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        except TimeoutError:
-            pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     def reset(self) -> None:
-        self.requests.clear()
-        self.disconnects = 0
-        self.completed_streams = 0
+        super().reset()
         self.prompt_total = 0
         self.completion_total = 0
         self.calls.clear()
         self.broken.clear()
-
-    def wait_for(self, predicate, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return predicate()
 
     # --- OpenAI wire format ------------------------------------------------
     def _auth_error(self, request: web.Request) -> web.Response | None:
@@ -138,8 +81,11 @@ class FakeOpenAI:
         return web.json_response(body, status=status, headers=headers)
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
+        # Unlike the base class, header names stay as sent: gateway tests read them so.
         body = await request.json()
-        self.requests.append(Recorded(request.path, dict(request.headers), body))
+        self.requests.append(
+            Recorded(request.method, request.path, dict(request.query), dict(request.headers), body)
+        )
         return body
 
     async def chat(self, request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,6 @@ import json
 
 import openai
 import pytest
-from openai import OpenAI
 
 from apps.providers.models import Provider
 from apps.providers.services import (
@@ -17,8 +16,11 @@ from apps.providers.services import (
 )
 from tests.conftest import settle
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.providers.conftest import add_models, chat_error
 
 pytestmark = pytest.mark.live
+
+FAKE = FakeAnthropic
 
 WEATHER_TOOL = {
     "type": "function",
@@ -33,28 +35,6 @@ WEATHER_TOOL = {
     },
 }
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-
-
-@pytest.fixture(scope="module")
-def fake_server():
-    server = FakeAnthropic().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(fake_server) -> FakeAnthropic:
-    fake_server.reset()
-    return fake_server
-
-
-def add_models(provider: Provider, *names: str) -> None:
-    for name in names:
-        model = model_create(
-            name=name, input_price_per_million="1.00", output_price_per_million="2.00"
-        )
-        deployment_create(model=model, provider=provider, upstream_model=name)
-    settle()
 
 
 @pytest.fixture
@@ -76,13 +56,8 @@ def claude(gw, fake) -> Provider:
     return provider
 
 
-@pytest.fixture
-def client(gw) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=gw.key.secret, max_retries=0)
-
-
-def test_plain_answer_translates_request_and_response(client, claude, fake):
-    completion = client.chat.completions.create(
+def test_plain_answer_translates_request_and_response(sdk, claude, fake):
+    completion = sdk.chat.completions.create(
         model="claude-test",
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -124,8 +99,8 @@ def test_plain_answer_translates_request_and_response(client, claude, fake):
     assert "stream" not in sent.body
 
 
-def test_max_tokens_and_stop_sequences_map_to_finish_reasons(client, claude, fake):
-    cut = client.chat.completions.create(
+def test_max_tokens_and_stop_sequences_map_to_finish_reasons(sdk, claude, fake):
+    cut = sdk.chat.completions.create(
         model="claude-test",
         messages=[{"role": "user", "content": "one two three four"}],
         max_tokens=2,
@@ -133,7 +108,7 @@ def test_max_tokens_and_stop_sequences_map_to_finish_reasons(client, claude, fak
     assert cut.choices[0].message.content == "one two"
     assert cut.choices[0].finish_reason == "length"
     assert fake.last.body["max_tokens"] == 2
-    stopped = client.chat.completions.create(
+    stopped = sdk.chat.completions.create(
         model="claude-test",
         messages=[{"role": "user", "content": "one two STOP four"}],
         stop=["STOP"],
@@ -144,7 +119,7 @@ def test_max_tokens_and_stop_sequences_map_to_finish_reasons(client, claude, fak
     assert fake.last.body["max_tokens"] == 50
 
 
-def test_options_set_version_and_default_max_tokens(client, gw, fake):
+def test_options_set_version_and_default_max_tokens(sdk, gw, fake):
     provider = provider_create(
         name="fake-anthropic-opts",
         kind="anthropic",
@@ -153,7 +128,7 @@ def test_options_set_version_and_default_max_tokens(client, gw, fake):
         options={"anthropic_version": "2023-01-01", "default_max_tokens": 321},
     )
     add_models(provider, "claude-opts")
-    completion = client.chat.completions.create(
+    completion = sdk.chat.completions.create(
         model="claude-opts", messages=[{"role": "user", "content": "hi"}]
     )
     assert completion.choices[0].message.content == "hi"
@@ -161,8 +136,8 @@ def test_options_set_version_and_default_max_tokens(client, gw, fake):
     assert fake.last.body["max_tokens"] == 321
 
 
-def test_cache_tokens_count_as_prompt_tokens(client, claude, fake):
-    completion = client.chat.completions.create(
+def test_cache_tokens_count_as_prompt_tokens(sdk, claude, fake):
+    completion = sdk.chat.completions.create(
         model="cached-claude", messages=[{"role": "user", "content": "cache me"}]
     )
     # input 10 + cache reads 100 + cache writes 20
@@ -171,9 +146,9 @@ def test_cache_tokens_count_as_prompt_tokens(client, claude, fake):
     assert completion.usage.total_tokens == 132
 
 
-def test_streamed_answer(client, claude, fake):
+def test_streamed_answer(sdk, claude, fake):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="slow-claude",
             messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": "go"}],
             stream=True,
@@ -194,9 +169,9 @@ def test_streamed_answer(client, claude, fake):
     assert fake.completed_streams == 1
 
 
-def test_tool_call_round_trip(client, claude, fake):
+def test_tool_call_round_trip(sdk, claude, fake):
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.chat.completions.create(
+    first = sdk.chat.completions.create(
         model="tool-claude", messages=messages, tools=[WEATHER_TOOL]
     )
     choice = first.choices[0]
@@ -220,7 +195,7 @@ def test_tool_call_round_trip(client, claude, fake):
         {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
         {"role": "user", "content": "Thanks!"},
     ]
-    final = client.chat.completions.create(
+    final = sdk.chat.completions.create(
         model="tool-claude", messages=messages, tools=[WEATHER_TOOL], tool_choice="auto"
     )
     assert final.choices[0].message.content == "The tool said: 18C and sunny"
@@ -243,8 +218,8 @@ def test_tool_call_round_trip(client, claude, fake):
     assert fake.last.body["tool_choice"] == {"type": "auto"}
 
 
-def test_streamed_tool_call(client, claude, fake):
-    stream = client.chat.completions.create(
+def test_streamed_tool_call(sdk, claude, fake):
+    stream = sdk.chat.completions.create(
         model="claude-test",
         messages=[{"role": "user", "content": "weather?"}],
         tools=[WEATHER_TOOL],
@@ -269,8 +244,8 @@ def test_streamed_tool_call(client, claude, fake):
     assert fake.last.body["tool_choice"] == {"type": "any"}
 
 
-def test_specific_tool_choice_and_no_parallel_calls(client, claude, fake):
-    completion = client.chat.completions.create(
+def test_specific_tool_choice_and_no_parallel_calls(sdk, claude, fake):
+    completion = sdk.chat.completions.create(
         model="claude-test",
         messages=[{"role": "user", "content": "weather?"}],
         tools=[WEATHER_TOOL],
@@ -285,8 +260,8 @@ def test_specific_tool_choice_and_no_parallel_calls(client, claude, fake):
     }
 
 
-def test_image_parts_become_image_blocks(client, claude, fake):
-    completion = client.chat.completions.create(
+def test_image_parts_become_image_blocks(sdk, claude, fake):
+    completion = sdk.chat.completions.create(
         model="claude-test",
         messages=[
             {
@@ -307,9 +282,9 @@ def test_image_parts_become_image_blocks(client, claude, fake):
     ]
 
 
-def test_json_schema_response_format_is_a_forced_tool(client, claude, fake):
+def test_json_schema_response_format_is_a_forced_tool(sdk, claude, fake):
     schema = {"type": "object", "properties": {"capital": {"type": "string"}}}
-    completion = client.chat.completions.create(
+    completion = sdk.chat.completions.create(
         model="claude-test",
         messages=[{"role": "user", "content": "Capital of France as JSON"}],
         response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
@@ -321,7 +296,7 @@ def test_json_schema_response_format_is_a_forced_tool(client, claude, fake):
     assert fake.last.body["tool_choice"] == {"type": "tool", "name": "json_response"}
 
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="claude-test",
             messages=[{"role": "user", "content": "again, streamed"}],
             response_format={"type": "json_object"},
@@ -333,8 +308,8 @@ def test_json_schema_response_format_is_a_forced_tool(client, claude, fake):
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
-def test_refusal_is_content_filter(client, claude):
-    completion = client.chat.completions.create(
+def test_refusal_is_content_filter(sdk, claude):
+    completion = sdk.chat.completions.create(
         model="refuse-claude", messages=[{"role": "user", "content": "something bad"}]
     )
     assert completion.choices[0].finish_reason == "content_filter"
@@ -352,30 +327,24 @@ def test_refusal_is_content_filter(client, claude):
         (529, openai.InternalServerError, 503, "upstream_unavailable"),
     ],
 )
-def test_error_statuses(client, claude, upstream, exc_class, status, code):
-    with pytest.raises(exc_class) as info:
-        client.chat.completions.create(
-            model=f"status-{upstream}", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert info.value.status_code == status
-    assert info.value.code == code
-    assert "simulated" in info.value.message
+def test_error_statuses(sdk, claude, upstream, exc_class, status, code):
+    error = chat_error(sdk, f"status-{upstream}", exc_class)
+    assert error.status_code == status
+    assert error.code == code
+    assert "simulated" in error.message
     if upstream == 429:
-        assert info.value.response.headers["retry-after"] == "2"
+        assert error.response.headers["retry-after"] == "2"
     if upstream == 400:
-        assert info.value.type == "invalid_request_error"
+        assert error.type == "invalid_request_error"
 
 
-def test_streamed_error_status_before_first_chunk(client, claude):
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(
-            model="status-529", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-    assert info.value.status_code == 503
+def test_streamed_error_status_before_first_chunk(sdk, claude):
+    error = chat_error(sdk, "status-529", openai.InternalServerError, stream=True)
+    assert error.status_code == 503
 
 
-def test_error_event_mid_stream(client, claude):
-    stream = client.chat.completions.create(
+def test_error_event_mid_stream(sdk, claude):
+    stream = sdk.chat.completions.create(
         model="midstream-error", messages=[{"role": "user", "content": "hi"}], stream=True
     )
     received = []
@@ -386,7 +355,7 @@ def test_error_event_mid_stream(client, claude):
     assert "Overloaded" in info.value.message
 
 
-def test_overload_event_before_any_output_fails_over(client, claude, fake):
+def test_overload_event_before_any_output_fails_over(sdk, claude, fake):
     model = model_create(
         name="claude-ha", input_price_per_million="1.00", output_price_per_million="2.00", retries=0
     )
@@ -395,7 +364,7 @@ def test_overload_event_before_any_output_fails_over(client, claude, fake):
     )
     deployment_create(model=model, provider=claude, upstream_model="claude-test", priority=1)
     settle()
-    raw = client.chat.completions.with_raw_response.create(
+    raw = sdk.chat.completions.with_raw_response.create(
         model="claude-ha", messages=[{"role": "user", "content": "still there"}], stream=True
     )
     text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
@@ -404,8 +373,8 @@ def test_overload_event_before_any_output_fails_over(client, claude, fake):
     assert [r.body["model"] for r in fake.requests] == ["overloaded-at-start", "claude-test"]
 
 
-def test_dropped_connection_ends_the_stream_with_an_error(client, claude):
-    stream = client.chat.completions.create(
+def test_dropped_connection_ends_the_stream_with_an_error(sdk, claude):
+    stream = sdk.chat.completions.create(
         model="drop-claude", messages=[{"role": "user", "content": "hi"}], stream=True
     )
     received = []
@@ -416,17 +385,14 @@ def test_dropped_connection_ends_the_stream_with_an_error(client, claude):
     assert "provider fake-anthropic" in info.value.message
 
 
-def test_wrong_credential_is_a_gateway_auth_error(client, gw, fake):
+def test_wrong_credential_is_a_gateway_auth_error(sdk, gw, fake):
     provider = provider_create(
         name="fake-anthropic-badkey", kind="anthropic", base_url=fake.base_url, credential="nope"
     )
     add_models(provider, "claude-badkey")
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(
-            model="claude-badkey", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert info.value.status_code == 502
-    assert info.value.code == "upstream_auth_error"
+    error = chat_error(sdk, "claude-badkey", openai.InternalServerError)
+    assert error.status_code == 502
+    assert error.code == "upstream_auth_error"
 
 
 def test_list_models_checks_the_connection(claude, fake):

@@ -6,19 +6,18 @@ import json
 
 import openai
 import pytest
-from openai import OpenAI
 
 from apps.providers.models import Provider
 from apps.providers.services import (
-    deployment_create,
-    model_create,
     provider_create,
     provider_test_connection,
 )
-from tests.conftest import settle
 from tests.fakes.azure_openai_server import FakeAzureOpenAI
+from tests.providers.conftest import add_models, chat_error
 
 pytestmark = pytest.mark.live
+
+FAKE = FakeAzureOpenAI
 
 WEATHER_TOOL = {
     "type": "function",
@@ -27,29 +26,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-
-
-@pytest.fixture(scope="module")
-def fake_server():
-    server = FakeAzureOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(fake_server) -> FakeAzureOpenAI:
-    fake_server.reset()
-    return fake_server
-
-
-def add_models(provider: Provider, *names: str, mode: str = "chat") -> None:
-    for name in names:
-        model = model_create(
-            name=name, mode=mode, input_price_per_million="1.00", output_price_per_million="2.00"
-        )
-        # The gateway's model name differs from the deployment name on purpose.
-        deployment_create(model=model, provider=provider, upstream_model=name.removeprefix("az-"))
-    settle()
 
 
 @pytest.fixture
@@ -66,18 +42,14 @@ def azure(gw, fake) -> Provider:
         "az-filtered-output",
         "az-missing-deployment",
         *(f"az-status-{s}" for s in (400, 401, 429, 500, 503)),
+        upstream_prefix="az-",
     )
-    add_models(provider, "az-embedding-deployment", mode="embedding")
+    add_models(provider, "az-embedding-deployment", mode="embedding", upstream_prefix="az-")
     return provider
 
 
-@pytest.fixture
-def client(gw) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=gw.key.secret, max_retries=0)
-
-
-def test_plain_answer_uses_deployment_url_and_api_key(client, azure, fake):
-    completion = client.chat.completions.create(
+def test_plain_answer_uses_deployment_url_and_api_key(sdk, azure, fake):
+    completion = sdk.chat.completions.create(
         model="az-chat-deployment", messages=[{"role": "user", "content": "hello azure"}]
     )
     assert completion.choices[0].message.content == "hello azure"
@@ -90,7 +62,7 @@ def test_plain_answer_uses_deployment_url_and_api_key(client, azure, fake):
     assert "authorization" not in sent.headers
 
 
-def test_api_version_and_entra_token_options(client, gw, fake):
+def test_api_version_and_entra_token_options(sdk, gw, fake):
     provider = provider_create(
         name="fake-azure-entra",
         kind="azure_openai",
@@ -98,8 +70,8 @@ def test_api_version_and_entra_token_options(client, gw, fake):
         credential=fake.entra_token,
         options={"api_version": "2025-01-01-preview", "auth": "bearer"},
     )
-    add_models(provider, "az-entra")
-    completion = client.chat.completions.create(
+    add_models(provider, "az-entra", upstream_prefix="az-")
+    completion = sdk.chat.completions.create(
         model="az-entra", messages=[{"role": "user", "content": "token auth"}]
     )
     assert completion.choices[0].message.content == "token auth"
@@ -109,9 +81,9 @@ def test_api_version_and_entra_token_options(client, gw, fake):
     assert "api-key" not in fake.last.headers
 
 
-def test_streamed_answer_drops_the_prompt_annotation_chunk(client, azure, fake):
+def test_streamed_answer_drops_the_prompt_annotation_chunk(sdk, azure, fake):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="az-slow-deployment",
             messages=[{"role": "user", "content": "go"}],
             stream=True,
@@ -126,9 +98,9 @@ def test_streamed_answer_drops_the_prompt_annotation_chunk(client, azure, fake):
     assert fake.last.body["stream_options"] == {"include_usage": True}
 
 
-def test_tool_call_round_trip(client, azure, fake):
+def test_tool_call_round_trip(sdk, azure, fake):
     messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(
+    first = sdk.chat.completions.create(
         model="az-tool-deployment", messages=messages, tools=[WEATHER_TOOL]
     )
     call = first.choices[0].message.tool_calls[0]
@@ -138,7 +110,7 @@ def test_tool_call_round_trip(client, azure, fake):
         first.choices[0].message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
     ]
-    final = client.chat.completions.create(
+    final = sdk.chat.completions.create(
         model="az-tool-deployment", messages=messages, tools=[WEATHER_TOOL]
     )
     assert final.choices[0].message.content == "The tool said: sunny"
@@ -150,40 +122,34 @@ def test_tool_call_round_trip(client, azure, fake):
     }
 
 
-def test_image_parts_pass_through(client, azure, fake):
+def test_image_parts_pass_through(sdk, azure, fake):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
-    client.chat.completions.create(
+    sdk.chat.completions.create(
         model="az-chat-deployment",
         messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, image]}],
     )
     assert fake.last.body["messages"][0]["content"][1] == image
 
 
-def test_filtered_prompt_is_a_content_policy_error(client, azure):
+def test_filtered_prompt_is_a_content_policy_error(sdk, azure):
     for model, text in (("az-filtered-prompt", "hi"), ("az-chat-deployment", "FORBIDDEN words")):
-        with pytest.raises(openai.BadRequestError) as info:
-            client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": text}]
-            )
-        assert info.value.status_code == 400
-        assert info.value.code == "content_policy_violation"
-        assert info.value.param == "prompt"
-        assert "content management policy" in info.value.message
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(
-            model="az-filtered-prompt", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-    assert info.value.code == "content_policy_violation"
+        error = chat_error(sdk, model, openai.BadRequestError, content=text)
+        assert error.status_code == 400
+        assert error.code == "content_policy_violation"
+        assert error.param == "prompt"
+        assert "content management policy" in error.message
+    error = chat_error(sdk, "az-filtered-prompt", openai.BadRequestError, stream=True)
+    assert error.code == "content_policy_violation"
 
 
-def test_filtered_output_is_finish_reason_content_filter(client, azure):
-    completion = client.chat.completions.create(
+def test_filtered_output_is_finish_reason_content_filter(sdk, azure):
+    completion = sdk.chat.completions.create(
         model="az-filtered-output", messages=[{"role": "user", "content": "tell me more"}]
     )
     assert completion.choices[0].finish_reason == "content_filter"
     assert completion.choices[0].message.content == "tell"
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="az-filtered-output",
             messages=[{"role": "user", "content": "tell me more"}],
             stream=True,
@@ -203,22 +169,17 @@ def test_filtered_output_is_finish_reason_content_filter(client, azure):
         ("az-status-503", openai.InternalServerError, 503),
     ],
 )
-def test_error_statuses(client, azure, deployment, exc_class, status):
-    with pytest.raises(exc_class) as info:
-        client.chat.completions.create(
-            model=deployment, messages=[{"role": "user", "content": "hi"}]
-        )
-    assert info.value.status_code == status
+def test_error_statuses(sdk, azure, deployment, exc_class, status):
+    error = chat_error(sdk, deployment, exc_class)
+    assert error.status_code == status
     if status == 429:
-        assert info.value.response.headers["retry-after"] == "2"
+        assert error.response.headers["retry-after"] == "2"
     if deployment == "az-status-401":
-        assert info.value.code == "upstream_auth_error"
+        assert error.code == "upstream_auth_error"
 
 
-def test_embeddings(client, azure, fake):
-    result = client.embeddings.create(
-        model="az-embedding-deployment", input=["a", "b"], dimensions=4
-    )
+def test_embeddings(sdk, azure, fake):
+    result = sdk.embeddings.create(model="az-embedding-deployment", input=["a", "b"], dimensions=4)
     assert [d.embedding for d in result.data] == [[0.5] * 4, [0.5] * 4]
     assert result.usage.prompt_tokens == 4
     assert fake.last.path == "/openai/deployments/embedding-deployment/embeddings"

@@ -6,19 +6,18 @@ import json
 
 import openai
 import pytest
-from openai import OpenAI
 
 from apps.providers.models import Provider
 from apps.providers.services import (
-    deployment_create,
-    model_create,
     provider_create,
     provider_test_connection,
 )
-from tests.conftest import settle
 from tests.fakes.cohere_server import TOOL_PLAN, FakeCohere
+from tests.providers.conftest import add_models, chat_error
 
 pytestmark = pytest.mark.live
+
+FAKE = FakeCohere
 
 WEATHER_TOOL = {
     "type": "function",
@@ -32,28 +31,6 @@ OTHER_TOOL = {
     "type": "function",
     "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
 }
-
-
-@pytest.fixture(scope="module")
-def fake_server():
-    server = FakeCohere().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(fake_server) -> FakeCohere:
-    fake_server.reset()
-    return fake_server
-
-
-def add_models(provider: Provider, *names: str, mode: str = "chat") -> None:
-    for name in names:
-        model = model_create(
-            name=name, mode=mode, input_price_per_million="1.00", output_price_per_million="2.00"
-        )
-        deployment_create(model=model, provider=provider, upstream_model=name)
-    settle()
 
 
 @pytest.fixture
@@ -73,13 +50,8 @@ def cohere(gw, fake) -> Provider:
     return provider
 
 
-@pytest.fixture
-def client(gw) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=gw.key.secret, max_retries=0)
-
-
-def test_plain_answer_translates_request_and_response(client, cohere, fake):
-    completion = client.chat.completions.create(
+def test_plain_answer_translates_request_and_response(sdk, cohere, fake):
+    completion = sdk.chat.completions.create(
         model="command-test",
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -113,26 +85,23 @@ def test_plain_answer_translates_request_and_response(client, cohere, fake):
     }
 
 
-def test_finish_reasons(client, cohere):
-    cut = client.chat.completions.create(
+def test_finish_reasons(sdk, cohere):
+    cut = sdk.chat.completions.create(
         model="command-test", messages=[{"role": "user", "content": "a b c d"}], max_tokens=2
     )
     assert cut.choices[0].finish_reason == "length"
-    stopped = client.chat.completions.create(
+    stopped = sdk.chat.completions.create(
         model="command-test", messages=[{"role": "user", "content": "a b STOP d"}], stop="STOP"
     )
     assert stopped.choices[0].finish_reason == "stop"
     assert stopped.choices[0].message.content == "a b"
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(
-            model="error-finish", messages=[{"role": "user", "content": "x"}]
-        )
-    assert info.value.status_code == 502
+    error = chat_error(sdk, "error-finish", openai.InternalServerError, content="x")
+    assert error.status_code == 502
 
 
-def test_streamed_answer(client, cohere, fake):
+def test_streamed_answer(sdk, cohere, fake):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="slow-command",
             messages=[{"role": "user", "content": "go"}],
             stream=True,
@@ -151,9 +120,9 @@ def test_streamed_answer(client, cohere, fake):
     assert fake.completed_streams == 1
 
 
-def test_tool_call_round_trip(client, cohere, fake):
+def test_tool_call_round_trip(sdk, cohere, fake):
     messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(
+    first = sdk.chat.completions.create(
         model="tool-command", messages=messages, tools=[WEATHER_TOOL]
     )
     choice = first.choices[0]
@@ -168,7 +137,7 @@ def test_tool_call_round_trip(client, cohere, fake):
         choice.message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 18C"},
     ]
-    final = client.chat.completions.create(
+    final = sdk.chat.completions.create(
         model="tool-command", messages=messages, tools=[WEATHER_TOOL]
     )
     assert final.choices[0].message.content == "The tool said: sunny, 18C"
@@ -192,9 +161,9 @@ def test_tool_call_round_trip(client, cohere, fake):
     ]
 
 
-def test_streamed_tool_call_with_a_named_tool_choice(client, cohere, fake):
+def test_streamed_tool_call_with_a_named_tool_choice(sdk, cohere, fake):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="command-test",
             messages=[{"role": "user", "content": "weather?"}],
             tools=[OTHER_TOOL, WEATHER_TOOL],
@@ -220,9 +189,9 @@ def test_streamed_tool_call_with_a_named_tool_choice(client, cohere, fake):
     assert fake.last.body["tool_choice"] == "REQUIRED"
 
 
-def test_image_parts(client, cohere, fake):
+def test_image_parts(sdk, cohere, fake):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
-    completion = client.chat.completions.create(
+    completion = sdk.chat.completions.create(
         model="command-test",
         messages=[{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}],
     )
@@ -230,9 +199,9 @@ def test_image_parts(client, cohere, fake):
     assert fake.last.body["messages"][0]["content"] == [{"type": "text", "text": "what?"}, image]
 
 
-def test_json_response_format(client, cohere, fake):
+def test_json_response_format(sdk, cohere, fake):
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    client.chat.completions.create(
+    sdk.chat.completions.create(
         model="command-test",
         messages=[{"role": "user", "content": "json please"}],
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
@@ -251,33 +220,27 @@ def test_json_response_format(client, cohere, fake):
         (503, openai.InternalServerError, 503),
     ],
 )
-def test_error_statuses(client, cohere, upstream, exc_class, status):
-    with pytest.raises(exc_class) as info:
-        client.chat.completions.create(
-            model=f"status-{upstream}", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert info.value.status_code == status
+def test_error_statuses(sdk, cohere, upstream, exc_class, status):
+    error = chat_error(sdk, f"status-{upstream}", exc_class)
+    assert error.status_code == status
     if upstream != 401:
-        assert "simulated" in info.value.message
+        assert "simulated" in error.message
     else:
-        assert info.value.code == "upstream_auth_error"
+        assert error.code == "upstream_auth_error"
 
 
-def test_wrong_key_is_a_gateway_auth_error(client, gw, fake):
+def test_wrong_key_is_a_gateway_auth_error(sdk, gw, fake):
     provider = provider_create(
         name="fake-cohere-badkey", kind="cohere", base_url=fake.base_url, credential="nope"
     )
     add_models(provider, "command-badkey")
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(
-            model="command-badkey", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert info.value.code == "upstream_auth_error"
-    assert "invalid api token" in info.value.message
+    error = chat_error(sdk, "command-badkey", openai.InternalServerError)
+    assert error.code == "upstream_auth_error"
+    assert "invalid api token" in error.message
 
 
-def test_embeddings(client, cohere, fake):
-    result = client.embeddings.create(model="embed-v4.0", input=["a", "b"], dimensions=2)
+def test_embeddings(sdk, cohere, fake):
+    result = sdk.embeddings.create(model="embed-v4.0", input=["a", "b"], dimensions=2)
     assert [d.embedding for d in result.data] == [[0.25, 0.25], [0.25, 0.25]]
     assert result.usage.prompt_tokens == 6
     assert fake.last.path == "/v2/embed"

@@ -6,19 +6,18 @@ import json
 
 import openai
 import pytest
-from openai import OpenAI
 
 from apps.providers.models import Provider
 from apps.providers.services import (
-    deployment_create,
-    model_create,
     provider_create,
     provider_test_connection,
 )
-from tests.conftest import settle
 from tests.fakes.gemini_server import SIGNATURE, FakeGemini
+from tests.providers.conftest import add_models, chat_error
 
 pytestmark = pytest.mark.live
+
+FAKE = FakeGemini
 
 WEATHER_TOOL = {
     "type": "function",
@@ -45,28 +44,6 @@ NO_ARGS_TOOL = {
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-@pytest.fixture(scope="module")
-def fake_server():
-    server = FakeGemini().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake(fake_server) -> FakeGemini:
-    fake_server.reset()
-    return fake_server
-
-
-def add_models(provider: Provider, *names: str, mode: str = "chat") -> None:
-    for name in names:
-        model = model_create(
-            name=name, mode=mode, input_price_per_million="1.00", output_price_per_million="2.00"
-        )
-        deployment_create(model=model, provider=provider, upstream_model=name)
-    settle()
-
-
 @pytest.fixture
 def gemini(gw, fake) -> Provider:
     provider = provider_create(
@@ -87,13 +64,8 @@ def gemini(gw, fake) -> Provider:
     return provider
 
 
-@pytest.fixture
-def client(gw) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=gw.key.secret, max_retries=0)
-
-
-def test_plain_answer_translates_request_and_response(client, gemini, fake):
-    completion = client.chat.completions.create(
+def test_plain_answer_translates_request_and_response(sdk, gemini, fake):
+    completion = sdk.chat.completions.create(
         model="gemini-test",
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -130,8 +102,8 @@ def test_plain_answer_translates_request_and_response(client, gemini, fake):
     }
 
 
-def test_max_tokens_is_length(client, gemini):
-    completion = client.chat.completions.create(
+def test_max_tokens_is_length(sdk, gemini):
+    completion = sdk.chat.completions.create(
         model="gemini-test",
         messages=[{"role": "user", "content": "one two three"}],
         max_completion_tokens=2,
@@ -140,9 +112,9 @@ def test_max_tokens_is_length(client, gemini):
     assert completion.choices[0].finish_reason == "length"
 
 
-def test_streamed_answer(client, gemini, fake):
+def test_streamed_answer(sdk, gemini, fake):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="slow-gemini",
             messages=[{"role": "user", "content": "go"}],
             stream=True,
@@ -162,9 +134,9 @@ def test_streamed_answer(client, gemini, fake):
     assert fake.completed_streams == 1
 
 
-def test_tool_call_round_trip_keeps_the_thought_signature(client, gemini, fake):
+def test_tool_call_round_trip_keeps_the_thought_signature(sdk, gemini, fake):
     messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(
+    first = sdk.chat.completions.create(
         model="tool-gemini", messages=messages, tools=[WEATHER_TOOL, NO_ARGS_TOOL]
     )
     choice = first.choices[0]
@@ -194,7 +166,7 @@ def test_tool_call_round_trip_keeps_the_thought_signature(client, gemini, fake):
         choice.message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": '{"temp": "18C"}'},
     ]
-    final = client.chat.completions.create(
+    final = sdk.chat.completions.create(
         model="tool-gemini", messages=messages, tools=[WEATHER_TOOL], tool_choice="auto"
     )
     assert final.choices[0].message.content == 'The tool said: {"temp": "18C"}'
@@ -220,7 +192,7 @@ def test_tool_call_round_trip_keeps_the_thought_signature(client, gemini, fake):
     assert fake.last.body["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
 
 
-def test_plain_text_tool_result_is_wrapped(client, gemini, fake):
+def test_plain_text_tool_result_is_wrapped(sdk, gemini, fake):
     messages = [
         {"role": "user", "content": "time?"},
         {
@@ -232,13 +204,13 @@ def test_plain_text_tool_result_is_wrapped(client, gemini, fake):
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "noon"},
     ]
-    completion = client.chat.completions.create(model="gemini-test", messages=messages)
+    completion = sdk.chat.completions.create(model="gemini-test", messages=messages)
     assert completion.choices[0].message.content == 'The tool said: {"content": "noon"}'
 
 
-def test_streamed_tool_call_with_a_named_tool_choice(client, gemini, fake):
+def test_streamed_tool_call_with_a_named_tool_choice(sdk, gemini, fake):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="gemini-test",
             messages=[{"role": "user", "content": "weather?"}],
             tools=[WEATHER_TOOL],
@@ -257,8 +229,8 @@ def test_streamed_tool_call_with_a_named_tool_choice(client, gemini, fake):
     }
 
 
-def test_image_parts(client, gemini, fake):
-    completion = client.chat.completions.create(
+def test_image_parts(sdk, gemini, fake):
+    completion = sdk.chat.completions.create(
         model="gemini-test",
         messages=[
             {
@@ -279,7 +251,7 @@ def test_image_parts(client, gemini, fake):
     ]
 
 
-def test_json_schema_response_format(client, gemini, fake):
+def test_json_schema_response_format(sdk, gemini, fake):
     schema = {
         "type": "object",
         "properties": {"city": {"$ref": "#/$defs/City"}},
@@ -287,7 +259,7 @@ def test_json_schema_response_format(client, gemini, fake):
         "additionalProperties": False,
         "$defs": {"City": {"type": "string", "title": "City"}},
     }
-    completion = client.chat.completions.create(
+    completion = sdk.chat.completions.create(
         model="gemini-test",
         messages=[{"role": "user", "content": "capital of France"}],
         response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
@@ -302,37 +274,37 @@ def test_json_schema_response_format(client, gemini, fake):
     }
 
 
-def test_blocked_prompt_is_content_filter(client, gemini):
-    completion = client.chat.completions.create(
+def test_blocked_prompt_is_content_filter(sdk, gemini):
+    completion = sdk.chat.completions.create(
         model="blocked-prompt", messages=[{"role": "user", "content": "bad"}]
     )
     assert completion.choices[0].finish_reason == "content_filter"
     assert completion.choices[0].message.content is None
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="blocked-prompt", messages=[{"role": "user", "content": "bad"}], stream=True
         )
     )
     assert chunks[-1].choices[0].finish_reason == "content_filter"
 
 
-def test_safety_finish_is_content_filter(client, gemini):
-    completion = client.chat.completions.create(
+def test_safety_finish_is_content_filter(sdk, gemini):
+    completion = sdk.chat.completions.create(
         model="safety-gemini", messages=[{"role": "user", "content": "risky words here"}]
     )
     assert completion.choices[0].finish_reason == "content_filter"
     assert completion.choices[0].message.content == "risky"
 
 
-def test_thoughts_are_hidden_but_counted(client, gemini):
-    completion = client.chat.completions.create(
+def test_thoughts_are_hidden_but_counted(sdk, gemini):
+    completion = sdk.chat.completions.create(
         model="thinking-gemini", messages=[{"role": "user", "content": "think hard"}]
     )
     assert completion.choices[0].message.content == "think hard"
     assert completion.usage.completion_tokens == 2 + 7
     assert completion.usage.completion_tokens_details.reasoning_tokens == 7
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="thinking-gemini",
             messages=[{"role": "user", "content": "think hard"}],
             stream=True,
@@ -341,16 +313,16 @@ def test_thoughts_are_hidden_but_counted(client, gemini):
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "think hard"
 
 
-def test_cached_tokens(client, gemini):
-    completion = client.chat.completions.create(
+def test_cached_tokens(sdk, gemini):
+    completion = sdk.chat.completions.create(
         model="cached-gemini", messages=[{"role": "user", "content": "again"}]
     )
     assert completion.usage.prompt_tokens == 12
     assert completion.usage.prompt_tokens_details.cached_tokens == 4
 
 
-def test_n_becomes_candidate_count(client, gemini, fake):
-    completion = client.chat.completions.create(
+def test_n_becomes_candidate_count(sdk, gemini, fake):
+    completion = sdk.chat.completions.create(
         model="gemini-test", messages=[{"role": "user", "content": "twice"}], n=2
     )
     assert [c.index for c in completion.choices] == [0, 1]
@@ -369,34 +341,28 @@ def test_n_becomes_candidate_count(client, gemini, fake):
         (504, openai.InternalServerError, 504),
     ],
 )
-def test_error_statuses(client, gemini, upstream, exc_class, status):
-    with pytest.raises(exc_class) as info:
-        client.chat.completions.create(
-            model=f"status-{upstream}", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert info.value.status_code == status
+def test_error_statuses(sdk, gemini, upstream, exc_class, status):
+    error = chat_error(sdk, f"status-{upstream}", exc_class)
+    assert error.status_code == status
     if upstream == 429:
         # Gemini says when to retry in a RetryInfo detail, not a header.
-        assert info.value.response.headers["retry-after"] == "7"
+        assert error.response.headers["retry-after"] == "7"
     if upstream in (400, 404, 429, 500, 503):
-        assert "simulated" in info.value.message
+        assert "simulated" in error.message
 
 
-def test_invalid_key_is_a_gateway_auth_error(client, gw, fake):
+def test_invalid_key_is_a_gateway_auth_error(sdk, gw, fake):
     provider = provider_create(
         name="fake-gemini-badkey", kind="gemini", base_url=fake.base_url, credential="wrong"
     )
     add_models(provider, "gemini-badkey")
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(
-            model="gemini-badkey", messages=[{"role": "user", "content": "hi"}]
-        )
-    assert info.value.status_code == 502
-    assert info.value.code == "upstream_auth_error"
+    error = chat_error(sdk, "gemini-badkey", openai.InternalServerError)
+    assert error.status_code == 502
+    assert error.code == "upstream_auth_error"
 
 
-def test_embeddings(client, gemini, fake):
-    result = client.embeddings.create(
+def test_embeddings(sdk, gemini, fake):
+    result = sdk.embeddings.create(
         model="text-embedding-004", input=["short", "a bit longer"], dimensions=2
     )
     assert [d.embedding for d in result.data] == [[0.5, 0.5], [pytest.approx(1.2)] * 2]

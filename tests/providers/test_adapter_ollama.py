@@ -6,19 +6,18 @@ import json
 
 import openai
 import pytest
-from openai import OpenAI
 
 from apps.providers.models import Provider
 from apps.providers.services import (
-    deployment_create,
-    model_create,
     provider_create,
     provider_test_connection,
 )
-from tests.conftest import settle
 from tests.fakes.ollama_server import FakeOllama
+from tests.providers.conftest import add_models, chat_error
 
 pytestmark = pytest.mark.live
+
+FAKE = FakeOllama
 
 WEATHER_TOOL = {
     "type": "function",
@@ -31,27 +30,10 @@ WEATHER_TOOL = {
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-@pytest.fixture(scope="module")
-def fake_server():
-    server = FakeOllama().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def fake(fake_server) -> FakeOllama:
-    fake_server.reset()
-    fake_server.require_key = False
-    return fake_server
-
-
-def add_models(provider: Provider, *names: str, mode: str = "chat") -> None:
-    for name in names:
-        model = model_create(
-            name=name, mode=mode, input_price_per_million="1.00", output_price_per_million="2.00"
-        )
-        deployment_create(model=model, provider=provider, upstream_model=name)
-    settle()
+def fake(fake) -> FakeOllama:
+    fake.require_key = False
+    return fake
 
 
 @pytest.fixture
@@ -75,13 +57,8 @@ def ollama(gw, fake) -> Provider:
     return provider
 
 
-@pytest.fixture
-def client(gw) -> OpenAI:
-    return OpenAI(base_url=gw.base_url, api_key=gw.key.secret, max_retries=0)
-
-
-def test_plain_answer_translates_request_and_response(client, ollama, fake):
-    completion = client.chat.completions.create(
+def test_plain_answer_translates_request_and_response(sdk, ollama, fake):
+    completion = sdk.chat.completions.create(
         model="llama3.2",
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -118,17 +95,17 @@ def test_plain_answer_translates_request_and_response(client, ollama, fake):
     }
 
 
-def test_num_predict_is_length(client, ollama):
-    completion = client.chat.completions.create(
+def test_num_predict_is_length(sdk, ollama):
+    completion = sdk.chat.completions.create(
         model="llama3.2", messages=[{"role": "user", "content": "a b c d"}], max_tokens=2
     )
     assert completion.choices[0].message.content == "a b"
     assert completion.choices[0].finish_reason == "length"
 
 
-def test_streamed_answer(client, ollama, fake):
+def test_streamed_answer(sdk, ollama, fake):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="slow-llama",
             messages=[{"role": "user", "content": "go"}],
             stream=True,
@@ -147,11 +124,9 @@ def test_streamed_answer(client, ollama, fake):
     assert fake.completed_streams == 1
 
 
-def test_tool_call_round_trip(client, ollama, fake):
+def test_tool_call_round_trip(sdk, ollama, fake):
     messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(
-        model="tool-llama", messages=messages, tools=[WEATHER_TOOL]
-    )
+    first = sdk.chat.completions.create(model="tool-llama", messages=messages, tools=[WEATHER_TOOL])
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
@@ -163,9 +138,7 @@ def test_tool_call_round_trip(client, ollama, fake):
         choice.message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
     ]
-    final = client.chat.completions.create(
-        model="tool-llama", messages=messages, tools=[WEATHER_TOOL]
-    )
+    final = sdk.chat.completions.create(model="tool-llama", messages=messages, tools=[WEATHER_TOOL])
     assert final.choices[0].message.content == "The tool said: sunny"
     assert fake.last.body["messages"][1:] == [
         {
@@ -177,9 +150,9 @@ def test_tool_call_round_trip(client, ollama, fake):
     ]
 
 
-def test_streamed_tool_call(client, ollama):
+def test_streamed_tool_call(sdk, ollama):
     chunks = list(
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="tool-llama",
             messages=[{"role": "user", "content": "weather?"}],
             tools=[WEATHER_TOOL],
@@ -193,8 +166,8 @@ def test_streamed_tool_call(client, ollama):
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
-def test_image_parts_become_base64_images(client, ollama, fake):
-    completion = client.chat.completions.create(
+def test_image_parts_become_base64_images(sdk, ollama, fake):
+    completion = sdk.chat.completions.create(
         model="llama3.2",
         messages=[
             {
@@ -213,7 +186,7 @@ def test_image_parts_become_base64_images(client, ollama, fake):
         "images": [PIXEL],
     }
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(
+        sdk.chat.completions.create(
             model="llama3.2",
             messages=[
                 {
@@ -227,15 +200,15 @@ def test_image_parts_become_base64_images(client, ollama, fake):
     assert info.value.param == "image_url"
 
 
-def test_response_format_becomes_format(client, ollama, fake):
-    client.chat.completions.create(
+def test_response_format_becomes_format(sdk, ollama, fake):
+    sdk.chat.completions.create(
         model="llama3.2",
         messages=[{"role": "user", "content": "json"}],
         response_format={"type": "json_object"},
     )
     assert fake.last.body["format"] == "json"
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    client.chat.completions.create(
+    sdk.chat.completions.create(
         model="llama3.2",
         messages=[{"role": "user", "content": "json"}],
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
@@ -253,37 +226,33 @@ def test_response_format_becomes_format(client, ollama, fake):
         ("status-503", openai.InternalServerError, 503),
     ],
 )
-def test_error_statuses(client, ollama, model, exc_class, status):
-    with pytest.raises(exc_class) as info:
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
-    assert info.value.status_code == status
-    assert "simulated" in info.value.message or "try pulling it first" in info.value.message
+def test_error_statuses(sdk, ollama, model, exc_class, status):
+    error = chat_error(sdk, model, exc_class)
+    assert error.status_code == status
+    assert "simulated" in error.message or "try pulling it first" in error.message
 
 
-def test_error_line_before_output_fails_the_request(client, ollama):
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(
-            model="load-error", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-    assert info.value.status_code == 502
-    assert "llama runner process has terminated" in info.value.message
+def test_error_line_before_output_fails_the_request(sdk, ollama):
+    error = chat_error(sdk, "load-error", openai.InternalServerError, stream=True)
+    assert error.status_code == 502
+    assert "llama runner process has terminated" in error.message
 
 
-def test_credential_is_sent_as_bearer_token(client, gw, fake):
+def test_credential_is_sent_as_bearer_token(sdk, gw, fake):
     fake.require_key = True
     provider = provider_create(
         name="fake-ollama-key", kind="ollama", base_url=fake.base_url, credential=fake.api_key
     )
     add_models(provider, "llama-keyed")
-    completion = client.chat.completions.create(
+    completion = sdk.chat.completions.create(
         model="llama-keyed", messages=[{"role": "user", "content": "secured"}]
     )
     assert completion.choices[0].message.content == "secured"
     assert fake.last.headers["authorization"] == f"Bearer {fake.api_key}"
 
 
-def test_embeddings(client, ollama, fake):
-    result = client.embeddings.create(model="nomic-embed-text", input="hello")
+def test_embeddings(sdk, ollama, fake):
+    result = sdk.embeddings.create(model="nomic-embed-text", input="hello")
     assert [d.embedding for d in result.data] == [[0.125, 0.125, 0.125]]
     assert result.usage.prompt_tokens == 4
     assert fake.last.path == "/api/embed"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -129,11 +129,15 @@ def unsupported(message: str, param: str | None = None) -> ProviderError:
 # --- HTTP ---------------------------------------------------------------------------
 
 
-def request_headers(target: Target, auth: dict[str, str]) -> dict[str, str]:
-    """JSON headers, the credential's headers (when there is a credential), then ``options.headers``."""
+def request_headers(
+    target: Target, auth: dict[str, str], extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """JSON headers, the credential's headers (when there is a credential), ``extra``, then
+    ``options.headers``."""
     headers = {"content-type": "application/json", "accept": "application/json"}
     if target.credential:
         headers.update(auth)
+    headers.update(extra or {})
     for name, value in (target.options.get("headers") or {}).items():
         headers[str(name).lower()] = str(value)
     return headers
@@ -179,6 +183,30 @@ async def get_json(
     if not isinstance(data, dict):
         raise invalid_json(target.provider_name)
     return data
+
+
+async def get_pages(
+    target: Target,
+    url: str,
+    headers: dict[str, str],
+    on_error: ErrorMapper,
+    params: dict[str, Any],
+    names: Callable[[dict[str, Any]], Iterable[str]],
+    next_params: Callable[[dict[str, Any]], dict[str, Any] | None],
+    max_pages: int = 10,
+) -> list[str]:
+    """GET a paged listing: ``names`` picks one page's entries, ``next_params`` asks for the
+    next page (``None`` on the last). Stops after ``max_pages`` so a looping cursor cannot hang
+    a health check."""
+    found: list[str] = []
+    for _page in range(max_pages):
+        page = await get_json(target, url, headers, on_error, params=params)
+        found.extend(names(page))
+        following = next_params(page)
+        if following is None:
+            break
+        params = following
+    return found
 
 
 @asynccontextmanager

@@ -397,13 +397,8 @@ class AnthropicAdapter(ProviderAdapter):
     kind = "anthropic"
     label = "Anthropic"
     default_base_url = "https://api.anthropic.com"
+    base_url_suffixes = ("/v1",)  # tolerate the OpenAI habit of including the version
     supports_embeddings = False
-
-    def _url(self, target: Target, path: str) -> str:
-        base = (target.base_url or self.default_base_url).rstrip("/")
-        if base.endswith("/v1"):  # tolerate the OpenAI habit of including the version
-            base = base[:-3]
-        return base + path
 
     def _headers(self, target: Target) -> dict[str, str]:
         headers = {"anthropic-version": str(target.options.get("anthropic_version") or API_VERSION)}
@@ -419,7 +414,7 @@ class AnthropicAdapter(ProviderAdapter):
         payload, json_mode = to_anthropic(target, body)
         message = await common.post_json(
             target,
-            self._url(target, "/v1/messages"),
+            self.url(target, "/v1/messages"),
             payload,
             self._headers(target),
             partial(error_from_body, target.provider_name),
@@ -434,7 +429,7 @@ class AnthropicAdapter(ProviderAdapter):
         state = _StreamState(target.upstream_model, json_mode)
         async with common.open_stream(
             target,
-            self._url(target, "/v1/messages"),
+            self.url(target, "/v1/messages"),
             payload,
             {**self._headers(target), "accept": "text/event-stream"},
             partial(error_from_body, target.provider_name),
@@ -454,20 +449,18 @@ class AnthropicAdapter(ProviderAdapter):
             raise common.stream_ended_early(target.provider_name)
 
     async def list_models(self, target: Target) -> list[str]:
-        models: list[str] = []
-        params: dict[str, Any] = {"limit": 1000}
-        for _page in range(10):
-            page = await common.get_json(
-                target,
-                self._url(target, "/v1/models"),
-                self._headers(target),
-                partial(error_from_body, target.provider_name),
-                params=params,
-            )
-            models.extend(
+        return await common.get_pages(
+            target,
+            self.url(target, "/v1/models"),
+            self._headers(target),
+            partial(error_from_body, target.provider_name),
+            {"limit": 1000},
+            lambda page: (
                 m["id"] for m in page.get("data") or [] if isinstance(m, dict) and "id" in m
-            )
-            if not page.get("has_more") or not page.get("last_id"):
-                break
-            params = {"limit": 1000, "after_id": page["last_id"]}
-        return models
+            ),
+            lambda page: (
+                {"limit": 1000, "after_id": page["last_id"]}
+                if page.get("has_more") and page.get("last_id")
+                else None
+            ),
+        )

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from apps.core.errors import ProviderError
+from apps.providers.adapters import _common as common
 from apps.providers.adapters.base import Target, register
 from apps.providers.adapters.openai import OpenAIAdapter
 
@@ -50,12 +51,11 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     kind = "azure_openai"
     label = "Azure OpenAI"
     default_base_url = ""
+    base_url_suffixes = ("/openai",)
     supports_embeddings = True
 
-    def _url(self, target: Target, path: str) -> str:
-        base = target.base_url.rstrip("/")
-        if base.endswith("/openai"):
-            base = base[: -len("/openai")]
+    def url(self, target: Target, path: str) -> str:
+        base = self.api_base(target)
         version = quote(str(target.options.get("api_version") or API_VERSION), safe="")
         if path == "/models":
             return f"{base}/openai/models?api-version={version}"
@@ -63,15 +63,9 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return f"{base}/openai/deployments/{deployment}{path}?api-version={version}"
 
     def _headers(self, target: Target) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        if target.credential:
-            if target.options.get("auth") == "bearer":
-                headers["authorization"] = f"Bearer {target.credential}"
-            else:
-                headers["api-key"] = target.credential
-        for name, value in (target.options.get("headers") or {}).items():
-            headers[str(name).lower()] = str(value)
-        return headers
+        if target.options.get("auth") == "bearer":
+            return common.request_headers(target, {"authorization": f"Bearer {target.credential}"})
+        return common.request_headers(target, {"api-key": target.credential})
 
     async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -40,7 +40,20 @@ class ProviderAdapter:
     kind: ClassVar[str]
     label: ClassVar[str]
     default_base_url: ClassVar[str] = ""
+    #: Stripped from the end of a configured base URL, in order: the version or API prefix
+    #: people copy along from other SDKs' examples.
+    base_url_suffixes: ClassVar[tuple[str, ...]] = ()
     supports_embeddings: ClassVar[bool] = False
+
+    def api_base(self, target: Target) -> str:
+        """The base URL without a trailing slash or any of ``base_url_suffixes``."""
+        base = (target.base_url or self.default_base_url).rstrip("/")
+        for suffix in self.base_url_suffixes:
+            base = base.removesuffix(suffix)
+        return base
+
+    def url(self, target: Target, path: str) -> str:
+        return self.api_base(target) + path
 
     async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         raise ProviderError(f"{self.label} does not support chat", status=400, code="unsupported")

@@ -286,13 +286,8 @@ class CohereAdapter(ProviderAdapter):
     kind = "cohere"
     label = "Cohere"
     default_base_url = "https://api.cohere.com"
+    base_url_suffixes = ("/v2", "/v1")
     supports_embeddings = True
-
-    def _url(self, target: Target, path: str) -> str:
-        base = (target.base_url or self.default_base_url).rstrip("/")
-        for suffix in ("/v2", "/v1"):
-            base = base.removesuffix(suffix)
-        return base + path
 
     def _headers(self, target: Target) -> dict[str, str]:
         return common.request_headers(target, {"authorization": f"Bearer {target.credential}"})
@@ -300,7 +295,7 @@ class CohereAdapter(ProviderAdapter):
     async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         response = await common.post_json(
             target,
-            self._url(target, "/v2/chat"),
+            self.url(target, "/v2/chat"),
             {**to_cohere(target, body), "stream": False},
             self._headers(target),
             partial(error_from_body, target.provider_name),
@@ -313,7 +308,7 @@ class CohereAdapter(ProviderAdapter):
         state = _StreamState(target.upstream_model, target.provider_name)
         async with common.open_stream(
             target,
-            self._url(target, "/v2/chat"),
+            self.url(target, "/v2/chat"),
             {**to_cohere(target, body), "stream": True},
             {**self._headers(target), "accept": "text/event-stream"},
             partial(error_from_body, target.provider_name),
@@ -345,7 +340,7 @@ class CohereAdapter(ProviderAdapter):
             payload["output_dimension"] = body["dimensions"]
         response = await common.post_json(
             target,
-            self._url(target, "/v2/embed"),
+            self.url(target, "/v2/embed"),
             payload,
             self._headers(target),
             partial(error_from_body, target.provider_name),
@@ -365,22 +360,20 @@ class CohereAdapter(ProviderAdapter):
         }
 
     async def list_models(self, target: Target) -> list[str]:
-        models: list[str] = []
-        params: dict[str, Any] = {"page_size": 1000}
-        for _page in range(10):
-            page = await common.get_json(
-                target,
-                self._url(target, "/v1/models"),
-                self._headers(target),
-                partial(error_from_body, target.provider_name),
-                params=params,
-            )
-            models.extend(
+        return await common.get_pages(
+            target,
+            self.url(target, "/v1/models"),
+            self._headers(target),
+            partial(error_from_body, target.provider_name),
+            {"page_size": 1000},
+            lambda page: (
                 str(m["name"])
                 for m in page.get("models") or []
                 if isinstance(m, dict) and m.get("name")
-            )
-            if not page.get("next_page_token"):
-                break
-            params = {"page_size": 1000, "page_token": page["next_page_token"]}
-        return models
+            ),
+            lambda page: (
+                {"page_size": 1000, "page_token": page["next_page_token"]}
+                if page.get("next_page_token")
+                else None
+            ),
+        )

@@ -453,7 +453,7 @@ class GeminiAdapter(ProviderAdapter):
     supports_embeddings = True
 
     def _root(self, target: Target) -> str:
-        base = (target.base_url or self.default_base_url).rstrip("/")
+        base = self.api_base(target)
         version = str(target.options.get("api_version") or API_VERSION)
         if base.endswith(("/v1beta", "/v1")):
             return base
@@ -536,22 +536,20 @@ class GeminiAdapter(ProviderAdapter):
         }
 
     async def list_models(self, target: Target) -> list[str]:
-        models: list[str] = []
-        params: dict[str, Any] = {"pageSize": 1000}
-        for _page in range(10):
-            page = await common.get_json(
-                target,
-                f"{self._root(target)}/models",
-                self._headers(target),
-                partial(error_from_body, target.provider_name),
-                params=params,
-            )
-            models.extend(
+        return await common.get_pages(
+            target,
+            f"{self._root(target)}/models",
+            self._headers(target),
+            partial(error_from_body, target.provider_name),
+            {"pageSize": 1000},
+            lambda page: (
                 str(m["name"]).removeprefix("models/")
                 for m in page.get("models") or []
                 if isinstance(m, dict) and m.get("name")
-            )
-            if not page.get("nextPageToken"):
-                break
-            params = {"pageSize": 1000, "pageToken": page["nextPageToken"]}
-        return models
+            ),
+            lambda page: (
+                {"pageSize": 1000, "pageToken": page["nextPageToken"]}
+                if page.get("nextPageToken")
+                else None
+            ),
+        )

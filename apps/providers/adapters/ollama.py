@@ -168,13 +168,8 @@ class OllamaAdapter(ProviderAdapter):
     kind = "ollama"
     label = "Ollama (native API)"
     default_base_url = "http://localhost:11434"
+    base_url_suffixes = ("/api", "/v1")
     supports_embeddings = True
-
-    def _url(self, target: Target, path: str) -> str:
-        base = (target.base_url or self.default_base_url).rstrip("/")
-        for suffix in ("/api", "/v1"):
-            base = base.removesuffix(suffix)
-        return base + path
 
     def _headers(self, target: Target) -> dict[str, str]:
         return common.request_headers(target, {"authorization": f"Bearer {target.credential}"})
@@ -182,7 +177,7 @@ class OllamaAdapter(ProviderAdapter):
     async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         response = await common.post_json(
             target,
-            self._url(target, "/api/chat"),
+            self.url(target, "/api/chat"),
             to_ollama(target, body, stream=False),
             self._headers(target),
             partial(error_from_body, target.provider_name),
@@ -210,7 +205,7 @@ class OllamaAdapter(ProviderAdapter):
         tools = 0
         async with common.open_stream(
             target,
-            self._url(target, "/api/chat"),
+            self.url(target, "/api/chat"),
             to_ollama(target, body, stream=True),
             {**self._headers(target), "accept": "application/x-ndjson"},
             partial(error_from_body, target.provider_name),
@@ -255,7 +250,7 @@ class OllamaAdapter(ProviderAdapter):
             payload["keep_alive"] = target.options["keep_alive"]
         response = await common.post_json(
             target,
-            self._url(target, "/api/embed"),
+            self.url(target, "/api/embed"),
             payload,
             self._headers(target),
             partial(error_from_body, target.provider_name),
@@ -274,7 +269,7 @@ class OllamaAdapter(ProviderAdapter):
     async def list_models(self, target: Target) -> list[str]:
         page = await common.get_json(
             target,
-            self._url(target, "/api/tags"),
+            self.url(target, "/api/tags"),
             self._headers(target),
             partial(error_from_body, target.provider_name),
         )

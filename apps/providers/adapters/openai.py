@@ -9,6 +9,7 @@ import httpx
 import orjson
 
 from apps.core.errors import ProviderError
+from apps.providers.adapters import _common as common
 from apps.providers.adapters.base import ProviderAdapter, Target, register
 from apps.providers.http import get_client, iter_sse_data, transport_error
 
@@ -108,26 +109,20 @@ class OpenAIAdapter(ProviderAdapter):
     default_base_url = "https://api.openai.com/v1"
     supports_embeddings = True
 
-    def _url(self, target: Target, path: str) -> str:
-        return (target.base_url or self.default_base_url).rstrip("/") + path
-
     def _headers(self, target: Target) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        if target.credential:
-            headers["authorization"] = f"Bearer {target.credential}"
         organization = target.options.get("organization")
-        if organization:
-            headers["openai-organization"] = organization
-        for name, value in (target.options.get("headers") or {}).items():
-            headers[str(name).lower()] = str(value)
-        return headers
+        return common.request_headers(
+            target,
+            {"authorization": f"Bearer {target.credential}"},
+            {"openai-organization": organization} if organization else None,
+        )
 
     async def _post_json(
         self, target: Target, path: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
         try:
             response = await get_client().post(
-                self._url(target, path),
+                self.url(target, path),
                 content=orjson.dumps(payload),
                 headers=self._headers(target),
                 timeout=target.timeout,
@@ -163,7 +158,7 @@ class OpenAIAdapter(ProviderAdapter):
         try:
             async with get_client().stream(
                 "POST",
-                self._url(target, "/chat/completions"),
+                self.url(target, "/chat/completions"),
                 content=orjson.dumps(payload),
                 headers={**self._headers(target), "accept": "text/event-stream"},
                 timeout=target.timeout,
@@ -206,7 +201,7 @@ class OpenAIAdapter(ProviderAdapter):
     async def list_models(self, target: Target) -> list[str]:
         try:
             response = await get_client().get(
-                self._url(target, "/models"),
+                self.url(target, "/models"),
                 headers=self._headers(target),
                 timeout=min(target.timeout, 15.0),
             )
