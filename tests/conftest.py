@@ -169,6 +169,52 @@ def fake_openai_server() -> Iterator[FakeOpenAI]:
     server.stop()
 
 
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path) -> Iterator[Worker | None]:
+    """A real Celery worker process when a broker is configured (tasks run in process
+    otherwise, and this yields None)."""
+    from django.conf import settings
+
+    if not settings.CELERY_BROKER_URL:
+        yield None
+        return
+    log = tmp_path / "worker.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "gateway_project",
+        "worker",
+        "--pool",
+        "solo",
+        "-Q",
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        "--loglevel",
+        "warning",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=server_env(), stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    yield Worker(proc=proc, log=log)
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture
 def fake_openai(fake_openai_server) -> FakeOpenAI:
     fake_openai_server.reset()

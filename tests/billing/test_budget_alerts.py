@@ -45,7 +45,8 @@ def receiver():
     server.shutdown()
 
 
-def test_soft_limit_alerts_once_with_a_signed_webhook(gw, receiver):
+def test_soft_limit_alerts_once_with_a_signed_webhook(gw, receiver, celery_worker):
+    # with a broker the alert is a Celery task on a real worker; without, it runs in process
     url, received = receiver
     model = model_create(name="metered", input_price_per_million="0", output_price_per_million="1")
     deployment_create(model=model, provider=gw.mock, upstream_model="metered")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +10,6 @@ from django.conf import settings
 from apps.providers.models import Provider
 from apps.providers.services import provider_create
 from apps.providers.tasks import provider_check
-from tests.conftest import ROOT, server_env
 
 
 @pytest.mark.django_db
@@ -30,57 +26,28 @@ def test_provider_check_runs_in_process_without_a_broker(fake_openai):
 
 
 @pytest.mark.redis
-def test_provider_check_runs_on_a_real_worker(transactional_db, fake_openai, tmp_path):
-    if not os.environ.get("REDIS_URL"):
-        pytest.skip("needs REDIS_URL (the production-path run of .ci/run sets it)")
+def test_provider_check_runs_on_a_real_worker(celery_worker, fake_openai):
+    if celery_worker is None:
+        pytest.skip("needs a broker (the production-path run of .ci/run sets REDIS_URL)")
     good = provider_create(
         name="good", kind="openai", base_url=fake_openai.base_url, credential=fake_openai.api_key
     )
     bad = provider_create(
         name="bad", kind="openai", base_url=fake_openai.base_url, credential="sk-wrong"
     )
-    log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "gateway_project",
-            "worker",
-            "--pool",
-            "solo",
-            "-Q",
-            settings.CELERY_TASK_DEFAULT_QUEUE,
-            "--loglevel",
-            "warning",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=server_env(),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        provider_check.delay(good.pk)
-        provider_check.delay(bad.pk)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (
-                Provider.objects.filter(
-                    pk__in=[good.pk, bad.pk], last_check_at__isnull=False
-                ).count()
-                == 2
-            ):
-                break
-            assert worker.poll() is None, log.read_text()
-            time.sleep(0.2)
-        good.refresh_from_db()
-        bad.refresh_from_db()
-        assert good.last_check_ok is True, log.read_text()
-        assert bad.last_check_ok is False
-        assert "credential" in bad.last_check_message
-    finally:
-        worker.terminate()
-        worker.wait(20)
+    provider_check.delay(good.pk)
+    provider_check.delay(bad.pk)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (
+            Provider.objects.filter(pk__in=[good.pk, bad.pk], last_check_at__isnull=False).count()
+            == 2
+        ):
+            break
+        assert celery_worker.proc.poll() is None, celery_worker.output()
+        time.sleep(0.2)
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert good.last_check_ok is True, celery_worker.output()
+    assert bad.last_check_ok is False
+    assert "credential" in bad.last_check_message
