@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, include, path, re_path, resolve
+from django.views.decorators.csrf import csrf_exempt
 
 from apps.core.api import error_body
 
 
+@csrf_exempt  # it changes nothing; without this a POST would get Django's HTML CSRF page
 def api_not_found(request: HttpRequest, unmatched: str = "") -> JsonResponse:
     """Unknown paths answer in the API's error shape, not with an HTML page.
 
