@@ -161,3 +161,33 @@ def test_embeddings_are_recorded(gw):
         and record.prompt_tokens == 2
         and record.completion_tokens == 0
     )
+
+
+def test_cached_and_reasoning_tokens_are_priced_at_their_own_rates(gw):
+    from apps.providers.models import Price
+
+    model = gw.add_model("detailed", "detailed")
+    Price.objects.filter(model=model).update(
+        input_per_million=Decimal("2"),
+        output_per_million=Decimal("4"),
+        cached_input_per_million=Decimal("0.5"),
+        reasoning_per_million=Decimal("10"),
+    )
+    settle()
+    response = chat(gw, "detailed", "alpha beta gamma delta")
+    assert response.status_code == 200
+    usage = response.json()["usage"]
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    cached, reasoning = prompt - 2, 1
+    expected = (
+        2 * Decimal("2")
+        + cached * Decimal("0.5")
+        + (completion - reasoning) * Decimal("4")
+        + reasoning * Decimal("10")
+    ) / 1_000_000
+    assert Decimal(response.headers["x-gateway-cost-usd"]) == expected.quantize(
+        Decimal("0.00000001")
+    )
+    [record] = wait_records(1)
+    assert (record.cached_tokens, record.reasoning_tokens) == (cached, reasoning)
+    assert record.cost_usd == expected

@@ -7,6 +7,7 @@ Behaviour is scripted per model name, so one server serves many tests:
 - ``flaky-N-<tag>``: the first N requests get 429 with ``Retry-After: 1``, then success;
 - ``toggle-<tag>``: 500 while ``broken`` contains the tag;
 - ``pieces``: streams the user text split at ``|`` (one chunk per piece);
+- ``detailed``: reports cached prompt tokens and reasoning tokens in its usage;
 - ``context-limit``: 400 ``context_length_exceeded``; ``filtered``: finish_reason ``content_filter``;
 - ``drop``: streams two chunks, then drops the connection;
 - ``pause-K``: streams K chunks, then pauses for a minute (a client can abandon it at a
@@ -146,6 +147,11 @@ class FakeOpenAI(FakeServer):
             "total_tokens": prompt_tokens + len(words),
         }
         self.prompt_total += prompt_tokens
+        if model == "detailed":
+            # as OpenAI reports them: cached tokens are part of the prompt tokens,
+            # reasoning tokens part of the completion tokens
+            usage["prompt_tokens_details"] = {"cached_tokens": prompt_tokens - 2}
+            usage["completion_tokens_details"] = {"reasoning_tokens": 1}
         if not body.get("stream"):
             if model.startswith("slow"):
                 await asyncio.sleep(self.stream_delay * 5)
