@@ -65,7 +65,15 @@ from apps.keys.services import key_create
 from apps.providers.services import deployment_create, model_create, provider_create
 
 tenant = tenant_create(name="bench", display_name="Benchmark")
-created = key_create(tenant=tenant, name="bench", secret=os.environ["BENCH_KEY"])
+limits = {}
+if os.environ.get("BENCH_LIMITS") == "1":
+    # Limits and a budget far above what the run uses: every request goes through
+    # admission (rpm, tpm, concurrency, budget reservation) and settlement, none refused.
+    from apps.billing.services import budget_set
+
+    limits = {"rpm": 100_000_000, "tpm": 2_000_000_000, "max_concurrent": 10_000}
+    budget_set(tenant=tenant, period="monthly", limit_usd="1000000")
+created = key_create(tenant=tenant, name="bench", secret=os.environ["BENCH_KEY"], **limits)
 provider = provider_create(
     name="fake-upstream",
     kind="openai",
@@ -191,6 +199,7 @@ class Bench:
                 "BENCH_UPSTREAM_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
                 "BENCH_MODEL": MODEL,
                 "BENCH_UPSTREAM_MODEL": UPSTREAM_MODEL,
+                "BENCH_LIMITS": "1" if self.args.limits else "0",
             },
         )
         if "BENCH_SETUP " not in out:
@@ -553,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the ASGI application to serve (a variant to compare, importable via PYTHONPATH)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="give the key rpm/tpm/concurrency limits and the tenant a budget (none reached)",
+    )
     parser.add_argument("--label", default="", help="a note stored with the results")
     parser.add_argument(
         "--serve",
