@@ -30,6 +30,7 @@ from apps.providers.services import (
 )
 from apps.tenants.models import Tenant
 from apps.tenants.services import membership_set, tenant_create, tenant_delete
+from tests.api_clients import key_client
 from tests.keys.factories import make_key
 from tests.keys.test_admin import add_data, change_data
 from tests.providers.test_admin import provider_data
@@ -61,12 +62,6 @@ def audit_table_dump() -> str:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT * FROM {table}")
         return "\n".join(repr(row) for row in cursor.fetchall())
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
 
 
 # --- through the admin ---------------------------------------------------------------

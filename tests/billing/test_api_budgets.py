@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from apps.billing.models import Budget
 from apps.billing.services import budget_set, rollup_update
 from apps.core import crypto
+from tests.api_clients import key_client
 from tests.billing.factories import record, records
 from tests.keys.factories import make_key
 from tests.tenants.factories import MembershipFactory, TenantFactory, UserFactory
@@ -24,12 +25,6 @@ LIST = "/api/v1/budgets/"
 
 def detail(pk: int) -> str:
     return f"{LIST}{pk}/"
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from rest_framework.test import APIClient
 
 from apps.billing.services import invoice_close, invoice_refresh
+from tests.api_clients import key_client
 from tests.billing.factories import record, records
 from tests.keys.factories import make_key
 from tests.tenants.factories import TenantFactory
@@ -19,12 +19,6 @@ pytestmark = pytest.mark.django_db
 
 LIST = "/api/v1/invoices/"
 JAN = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
 
 
 @pytest.fixture

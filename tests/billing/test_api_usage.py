@@ -9,6 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.billing.services import rollup_update
+from tests.api_clients import key_client
 from tests.billing.factories import record, records
 from tests.keys.factories import make_key
 from tests.tenants.factories import MembershipFactory, TenantFactory, UserFactory
@@ -19,12 +20,6 @@ LIST = "/api/v1/usage/"
 SUMMARY = "/api/v1/usage/summary/"
 D1 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 D2 = D1 + timedelta(days=1)
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from apps.core import crypto
 from apps.providers.models import Deployment, Model, Provider
 from apps.tenants.models import Role
+from tests.api_clients import assert_error, ids, key_client, session_client
 from tests.keys.factories import make_key
 from tests.providers.factories import DeploymentFactory, ModelFactory, ProviderFactory
 from tests.tenants.factories import MembershipFactory, TenantFactory, UserFactory
@@ -24,32 +25,6 @@ READERS = ["owner", "admin", "member", "viewer", "key-read", "key-write"]
 WRITERS = ["owner", "admin", "key-write"]
 READ_ONLY = ["member", "viewer", "key-read"]
 LITERAL = "sk-live-0123456789abcdefSECRET"
-
-
-def session_client(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
-
-
-def assert_error(response, status: int, **expected) -> dict:
-    assert response.status_code == status, response.content
-    error = response.json()["error"]
-    assert {"message", "type", "param", "code"} <= set(error)
-    for name, value in expected.items():
-        assert error[name] == value, error
-    return error
-
-
-def ids(response) -> set[int]:
-    assert response.status_code == 200, response.content
-    return {row["id"] for row in response.json()["results"]}
 
 
 def snapshot() -> dict[str, list[dict]]:

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from apps.keys.models import ApiKey
 from apps.providers.models import Provider
 from apps.tenants.models import Role, Tenant
+from tests.api_clients import assert_error, ids, key_client, session_client
 from tests.keys.factories import make_key
 from tests.providers.factories import DeploymentFactory, ModelFactory, ProviderFactory
 from tests.tenants.factories import MembershipFactory, TenantFactory, UserFactory
@@ -25,32 +26,6 @@ READ_ONLY = ["member", "viewer", "key-read"]
 
 def detail(pk: int) -> str:
     return f"{LIST}{pk}/"
-
-
-def session_client(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-def key_client(secret: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
-
-
-def assert_error(response, status: int, **expected) -> dict:
-    assert response.status_code == status, response.content
-    error = response.json()["error"]
-    assert {"message", "type", "param", "code"} <= set(error)
-    for name, value in expected.items():
-        assert error[name] == value, error
-    return error
-
-
-def ids(response) -> set[int]:
-    assert response.status_code == 200, response.content
-    return {row["id"] for row in response.json()["results"]}
 
 
 def snapshot() -> list[dict]:
